@@ -1,0 +1,5 @@
+import sys
+
+from serialct.cli import main
+
+sys.exit(main())

@@ -1,0 +1,183 @@
+"""The ``serialct`` command line: one sub-command per stage, as the workflow uses them."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from serialct import __version__
+from serialct.errors import InputError
+from serialct.logs import setup
+
+log = logging.getLogger("serialct")
+
+
+def _shape(text: str) -> tuple[int, int, int]:
+    try:
+        z, y, x = (int(v) for v in text.split(","))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"--shape wants Z,Y,X integers, got {text!r}") from exc
+    if min(z, y, x) < 16:
+        raise argparse.ArgumentTypeError(f"--shape {text}: every axis needs at least 16 voxels")
+    return z, y, x
+
+
+def _config(path: str | None) -> dict:
+    from serialct.config import defaults, load_config
+
+    return load_config(path) if path else defaults()
+
+
+def cmd_synth(args: argparse.Namespace) -> None:
+    from serialct.phantom import DEFAULT_SHAPE
+    from serialct.synth import synth_cohort
+
+    if args.patients < 1:
+        raise InputError(f"--patients must be at least 1, got {args.patients}")
+    shape = args.shape or DEFAULT_SHAPE
+    config = synth_cohort(Path(args.out), patients=args.patients, seed=args.seed, shape=shape)
+    print(config)
+
+
+def cmd_convert(args: argparse.Namespace) -> None:
+    from serialct.dicom.convert import convert_dicom_dir
+
+    table = convert_dicom_dir(Path(args.dicom_dir), Path(args.out_dir))
+    print(f"{len(table)} series -> {Path(args.out_dir) / 'series.tsv'}")
+
+
+def cmd_stats(args: argparse.Namespace) -> None:
+    from serialct.steps import cohort_stats
+
+    cohort_stats(args.scans, args.clinical, args.readings or [], _config(args.config), args.out_dir)
+    print(args.out_dir)
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from serialct.lesion.train import train
+
+    metrics = train(
+        Path(args.out), epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
+        batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device,
+    )  # fmt: skip
+    print(metrics)
+
+
+def cmd_segment(args: argparse.Namespace) -> None:
+    from serialct.steps import segment_lesions
+
+    config = _config(args.config)
+    if args.device:
+        config["device"] = args.device
+    segment_lesions(args.ct, args.lung, Path(args.model or config["model"]), args.out, config)
+
+
+def cmd_masks(args: argparse.Namespace) -> None:
+    from serialct.steps import segment_masks
+
+    segment_masks(args.ct, args.lung_out, args.lobes_out, _config(args.config))
+
+
+def cmd_quantify(args: argparse.Namespace) -> None:
+    from serialct.steps import quantify_scan
+
+    config = _config(args.config)
+    scan_dir = Path(args.scan_dir)
+    quantify_scan(
+        scan_dir, scan_dir / "ct.json", Path(args.reference or config["reference_histogram"]),
+        scan_dir / "metrics.json", scan_dir / "qc.png", config,
+    )  # fmt: skip
+
+
+def cmd_reference(args: argparse.Namespace) -> None:
+    from serialct.steps import build_reference
+
+    build_reference(args.scan_dirs, Path(args.out), _config(args.config))
+    print(args.out)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="serialct", description="Serial chest-CT quantification of viral pneumonia."
+    )
+    parser.add_argument("--version", action="version", version=f"serialct {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("synth", help="draw a synthetic cohort: DICOM, sheets, truth, config.yaml")
+    p.add_argument("out", help="output folder")
+    p.add_argument("--patients", type=int, required=True, help="number of patients")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--shape", type=_shape, default=None,
+                   help="volume size Z,Y,X (default 48,128,128; realistic: 300,512,512)")  # fmt: skip
+    p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser("convert", help="every CT series under DICOM_DIR to NIfTI + JSON sidecar")
+    p.add_argument("dicom_dir")
+    p.add_argument("out_dir")
+    p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("stats", help="cohort analysis from per-scan tables (centres pool)")
+    p.add_argument("--scans", action="append", required=True, help="scans.tsv (repeatable)")
+    p.add_argument("--clinical", action="append", required=True, help="clinical sheet (repeatable)")
+    p.add_argument("--readings", action="append", help="readings sheet (repeatable, optional)")
+    p.add_argument("--config", help="config.yaml for thresholds and windows (default: defaults)")
+    p.add_argument("out_dir")
+    p.set_defaults(func=cmd_stats)
+
+    p = sub.add_parser("train", help="train COVID-Lesion Net on synthetic phantoms")
+    p.add_argument("--out", default="resources/models/covid_lesion_net.pt")
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--steps-per-epoch", type=int, default=100)
+    p.add_argument("--batch-size", type=int, default=8, help="the paper's 8")
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("masks", help="lung (1 right, 2 left) and lobe masks of a ct.nii.gz")
+    p.add_argument("ct")
+    p.add_argument("lung_out")
+    p.add_argument("lobes_out")
+    p.add_argument("--config")
+    p.set_defaults(func=cmd_masks)
+
+    p = sub.add_parser("segment", help="lesions of a ct.nii.gz inside its lung mask")
+    p.add_argument("ct")
+    p.add_argument("lung")
+    p.add_argument("out")
+    p.add_argument("--model", help="weights (default: config model)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--config")
+    p.set_defaults(func=cmd_segment)
+
+    p = sub.add_parser("quantify", help="metrics.json + qc.png of a scan folder")
+    p.add_argument("scan_dir", help="folder with ct/lung/lobes/lesion.nii.gz and ct.json")
+    p.add_argument("--reference", help="normal-lung histogram (default: config)")
+    p.add_argument("--config")
+    p.set_defaults(func=cmd_quantify)
+
+    p = sub.add_parser("reference", help="normal-lung HU histogram from scan folders (ct + lung)")
+    p.add_argument("scan_dirs", nargs="+")
+    p.add_argument("--out", required=True)
+    p.add_argument("--config")
+    p.set_defaults(func=cmd_reference)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup(level=logging.DEBUG if args.verbose else logging.INFO)
+    try:
+        args.func(args)
+    except InputError as exc:
+        print(f"serialct {args.command}: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""COVID-Lesion Net: the paper's 2D lesion network, its training on phantoms, and inference."""

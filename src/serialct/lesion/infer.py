@@ -1,0 +1,203 @@
+"""Lesion inference: resample slices to the training pixel size, run the net, map labels back.
+
+The checkpoint (``{"state_dict", "meta"}``) carries its own preprocessing and the pixel spacing it
+was trained at; scans of any in-plane resolution are resampled to that spacing, predicted slice by
+slice (only slices that contain lung), and the lesion probability is resampled back to the CT grid.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+
+from serialct.constants import HU_MIN_STORED
+from serialct.errors import InputError
+from serialct.lesion.density import split_by_density
+from serialct.lesion.net import (
+    CHECKPOINT_FORMAT,
+    CovidLesionNet,
+    build_model,
+    pad_to_multiple,
+    preprocess,
+)
+
+log = logging.getLogger("serialct")
+
+LESION_PROBABILITY_THRESHOLD: Final = 0.5
+SPACING_TOLERANCE: Final = 0.01  # relative; closer than this, slices are used as they are
+HOW_TO_GET_WEIGHTS: Final = (
+    "train weights with `serialct train --out FILE.pt` or point config key `model` at the "
+    "shipped resources/models/covid_lesion_net.pt"
+)
+
+
+def pick_device(requested: str) -> torch.device:
+    """``"auto"`` (CUDA if available, else CPU), ``"cpu"`` or ``"cuda"``; logs the choice."""
+    if requested not in ("auto", "cpu", "cuda"):
+        raise InputError(f"config key device: {requested!r} is not one of auto, cpu, cuda")
+    cuda = torch.cuda.is_available()
+    if requested == "cuda" and not cuda:
+        raise InputError(
+            "config key device: 'cuda' requested but no CUDA device is available to torch "
+            f"{torch.__version__}; set device: auto or cpu"
+        )
+    device = torch.device("cuda" if requested == "cuda" or (requested == "auto" and cuda) else "cpu")
+    log.info("lesion net device: %s (requested %s)", device, requested)
+    return device
+
+
+def load_model(path: Path, device: torch.device) -> tuple[CovidLesionNet, dict[str, Any]]:
+    """Load a serialct checkpoint onto ``device`` in eval mode; returns (model, meta)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: model weights not found; {HOW_TO_GET_WEIGHTS}")
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:  # torch raises many types for foreign files
+        raise InputError(
+            f"{path}: not a serialct lesion checkpoint ({type(exc).__name__}); {HOW_TO_GET_WEIGHTS}"
+        ) from exc
+    if (
+        not isinstance(ckpt, dict)
+        or not {"state_dict", "meta"} <= ckpt.keys()
+        or not isinstance(ckpt["meta"], dict)
+        or ckpt["meta"].get("format") != CHECKPOINT_FORMAT
+    ):
+        raise InputError(
+            f"{path}: not a serialct lesion checkpoint (expected keys state_dict and meta with "
+            f"format {CHECKPOINT_FORMAT}); {HOW_TO_GET_WEIGHTS}"
+        )
+    meta = ckpt["meta"]
+    model = build_model(meta["architecture"])
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as exc:
+        raise InputError(f"{path}: weights do not fit the stored architecture: {exc}") from exc
+    model.to(device).eval()
+    log.info("loaded lesion net %s (%s)", path, meta.get("created", "undated"))
+    return model, meta
+
+
+@functools.lru_cache(maxsize=2)
+def _cached_model(
+    path: str, mtime_ns: int, device: str
+) -> tuple[CovidLesionNet, dict[str, Any]]:
+    return load_model(Path(path), torch.device(device))
+
+
+def _inplane_geometry(image: sitk.Image, spacing_yx: tuple[float, float]) -> sitk.Image:
+    """An empty image covering the same field of view with in-plane spacing ``spacing_yx``."""
+    old_sp = np.array(image.GetSpacing())
+    new_sp = np.array([spacing_yx[1], spacing_yx[0], old_sp[2]])
+    old_size = np.array(image.GetSize())
+    new_size = np.maximum(1, np.round(old_size * old_sp / new_sp)).astype(int)
+    # keep the outer edge of the field of view: shift the first pixel centre by half the change
+    direction = np.array(image.GetDirection()).reshape(3, 3)
+    origin = np.array(image.GetOrigin()) + direction @ ((new_sp - old_sp) / 2)
+    ref = sitk.Image([int(s) for s in new_size], sitk.sitkUInt8)
+    ref.SetSpacing([float(s) for s in new_sp])
+    ref.SetOrigin([float(o) for o in origin])
+    ref.SetDirection(image.GetDirection())
+    return ref
+
+
+def _antialias(image: sitk.Image, target_spacing: np.ndarray) -> sitk.Image:
+    """Gaussian-smooth x and y before down-sampling to ``target_spacing`` (x, y, mm)."""
+    out = sitk.Cast(image, sitk.sitkFloat32)
+    for axis in (0, 1):
+        src, dst = image.GetSpacing()[axis], float(target_spacing[axis])
+        if dst > src * (1 + SPACING_TOLERANCE):
+            sigma = math.sqrt(dst**2 - src**2) / 2.0
+            out = sitk.RecursiveGaussian(out, sigma, False, sitk.RecursiveGaussianImageFilter.ZeroOrder, axis)
+    return out
+
+
+def _resample(image: sitk.Image, ref: sitk.Image, interp: int, default: float) -> sitk.Image:
+    return sitk.Resample(image, ref, sitk.Transform(), interp, default, image.GetPixelID())
+
+
+def lesion_probability(
+    hu: np.ndarray, run_slices: np.ndarray, model: CovidLesionNet, meta: dict[str, Any],
+    device: torch.device, batch_size: int,
+) -> np.ndarray:
+    """Lesion probability (z, y, x) float32 for the slices where ``run_slices`` is true, else 0."""
+    prob = np.zeros(hu.shape, dtype=np.float32)
+    x = preprocess(hu, meta["preprocess"])
+    x, (h, w) = pad_to_multiple(x)
+    index = np.flatnonzero(run_slices)
+    with torch.inference_mode():
+        for start in range(0, len(index), batch_size):
+            sel = index[start : start + batch_size]
+            batch = torch.from_numpy(np.ascontiguousarray(x[sel, None])).to(device)
+            p = torch.softmax(model(batch), dim=1)[:, 1, :h, :w]
+            prob[sel] = p.float().cpu().numpy()
+    return prob
+
+
+def segment_lesions(
+    ct: sitk.Image, lung: sitk.Image, model_path: Path, config: dict[str, Any]
+) -> sitk.Image:
+    """Lesion labels (uint8, CT geometry): 0, 1 GGO, 2 consolidation, 3 other; only inside lung.
+
+    ``config`` is the validated workflow config (keys ``device``, ``hu``, ``lesion``).
+    """
+    if ct.GetSize() != lung.GetSize():
+        raise InputError(f"lung mask size {lung.GetSize()} does not match CT size {ct.GetSize()}")
+    model_path = Path(model_path)
+    device = pick_device(config["device"])
+    mtime = model_path.stat().st_mtime_ns if model_path.is_file() else 0
+    model, meta = _cached_model(str(model_path.resolve()), mtime, str(device))
+    lesion_cfg = config["lesion"]
+
+    ct_f = sitk.Cast(ct, sitk.sitkFloat32)
+    lung_arr = sitk.GetArrayFromImage(lung) > 0
+    train_sp = tuple(float(s) for s in meta["train_pixel_spacing_mm"])  # (y, x)
+    same = all(
+        abs(a - b) <= SPACING_TOLERANCE * b
+        for a, b in zip(ct.GetSpacing()[1::-1], train_sp, strict=True)
+    )
+    if same:
+        ref, hu_small = ct_f, sitk.GetArrayFromImage(ct_f)
+    else:
+        ref = _inplane_geometry(ct, train_sp)
+        smooth = _antialias(ct_f, np.array(ref.GetSpacing()))
+        hu_small = sitk.GetArrayFromImage(_resample(smooth, ref, sitk.sitkLinear, HU_MIN_STORED))
+    run_slices = lung_arr.any(axis=(1, 2))
+    log.info(
+        "lesion net on %d of %d slices, %s px at %.2f x %.2f mm",
+        int(run_slices.sum()), len(run_slices), hu_small.shape[1:], *train_sp,
+    )
+    prob = lesion_probability(
+        hu_small, run_slices, model, meta, device, int(lesion_cfg["batch_size"])
+    )
+    if not same:
+        prob_img = sitk.GetImageFromArray(prob)
+        prob_img.CopyInformation(ref)
+        prob = sitk.GetArrayFromImage(_resample(prob_img, ct_f, sitk.sitkLinear, 0.0))
+    lesion = (prob >= LESION_PROBABILITY_THRESHOLD) & lung_arr
+    lesion = drop_small_components(lesion, ct.GetSpacing(), float(lesion_cfg["min_component_mm3"]))
+    labels = split_by_density(sitk.GetArrayFromImage(ct), lesion, config["hu"])
+    out = sitk.GetImageFromArray(labels)
+    out.CopyInformation(ct)
+    return out
+
+
+def drop_small_components(
+    mask: np.ndarray, spacing_xyz: tuple[float, ...], min_mm3: float
+) -> np.ndarray:
+    """Remove 26-connected components of ``mask`` smaller than ``min_mm3``."""
+    if min_mm3 <= 0 or not mask.any():
+        return mask
+    voxel_mm3 = float(np.prod(spacing_xyz))
+    min_voxels = math.ceil(min_mm3 / voxel_mm3)
+    img = sitk.GetImageFromArray(mask.astype(np.uint8))
+    cc = sitk.ConnectedComponent(img, True)
+    kept = sitk.RelabelComponent(cc, minimumObjectSize=min_voxels)
+    return sitk.GetArrayFromImage(kept) > 0

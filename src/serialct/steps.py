@@ -1,0 +1,218 @@
+"""One function per workflow step, taking and writing paths.
+
+The Snakemake scripts and the CLI call these; all logic lives in the modules they call.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import SimpleITK as sitk
+
+from serialct import histogram, quantify, sheets, tables
+from serialct.errors import InputError
+
+log = logging.getLogger("serialct")
+
+
+def _read_image(path: Path) -> sitk.Image:
+    if not Path(path).is_file():
+        raise InputError(f"{path}: image not found")
+    return sitk.ReadImage(str(path))
+
+
+def _write_json(path: Path, payload: dict[str, Any]) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(payload, indent=2, default=_json_default) + "\n")
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    return str(value)
+
+
+class _Timer:
+    def __init__(self, what: str) -> None:
+        self.what = what
+
+    def __enter__(self) -> None:
+        self.start = time.perf_counter()
+
+    def __exit__(self, *exc: object) -> None:
+        log.info("%s took %.1f s", self.what, time.perf_counter() - self.start)
+
+
+def index_center(dicom: Path, center: str, out_tsv: Path, manifest_dir: Path) -> None:
+    from serialct.dicom.index import write_index
+
+    with _Timer(f"index of centre {center}"):
+        cache = Path(out_tsv).with_suffix(".headers-cache.tsv")
+        found = write_index(Path(dicom), center, Path(out_tsv), Path(manifest_dir), cache=cache)
+    log.info("centre %s: %d scans indexed", center, len(found))
+
+
+def convert_scan(manifest: Path, out_nifti: Path, out_json: Path) -> None:
+    from serialct.dicom.convert import convert_series
+
+    scan = json.loads(Path(manifest).read_text())
+    with _Timer(f"convert {scan['patient_id']}/{scan['scan_id']}"):
+        sidecar = convert_series([Path(f) for f in scan["files"]], Path(out_nifti), Path(out_json))
+    sidecar.update({k: scan[k] for k in ("center", "patient_id", "scan_id", "study_date")})
+    _write_json(out_json, sidecar)
+
+
+def segment_masks(ct_path: Path, lung_out: Path, lobes_out: Path, config: dict[str, Any]) -> None:
+    from serialct.lobes import segment_lobes
+    from serialct.lung import segment_lungs
+
+    ct = _read_image(ct_path)
+    with _Timer("lung mask"):
+        lung = segment_lungs(ct, config["lung"])
+    with _Timer("lobes"):
+        lobes = segment_lobes(ct, lung)
+    sitk.WriteImage(lung, str(lung_out), useCompression=True)
+    sitk.WriteImage(lobes, str(lobes_out), useCompression=True)
+
+
+def segment_lesions(
+    ct_path: Path, lung_path: Path, model: Path, out: Path, config: dict[str, Any]
+) -> None:
+    from serialct.lesion.infer import segment_lesions as infer
+
+    with _Timer("lesion segmentation"):
+        lesion = infer(_read_image(ct_path), _read_image(lung_path), Path(model), config)
+    sitk.WriteImage(lesion, str(out), useCompression=True)
+
+
+def quantify_scan(
+    scan_dir: Path, sidecar: Path, reference: Path, metrics_out: Path, qc_png: Path,
+    config: dict[str, Any],
+) -> None:  # fmt: skip
+    from serialct.figures import qc_overlay
+
+    scan_dir = Path(scan_dir)
+    images = {n: _read_image(scan_dir / f"{n}.nii.gz") for n in ("ct", "lung", "lobes", "lesion")}
+    identity = json.loads(Path(sidecar).read_text())
+    with _Timer("quantification"):
+        measured = quantify.quantify_scan(
+            images["ct"], images["lung"], images["lobes"], images["lesion"],
+            histogram.read_reference(Path(reference)), config,
+        )  # fmt: skip
+    metrics = {
+        k: identity.get(k) for k in ("center", "patient_id", "scan_id", "study_date", "qc_status")
+    }
+    metrics["qc_messages"] = identity.get("qc_messages", [])
+    metrics.update(measured)
+    _write_json(metrics_out, metrics)
+    qc_overlay(scan_dir / "ct.nii.gz", scan_dir / "lung.nii.gz", scan_dir / "lesion.nii.gz", qc_png)
+    log.info(
+        "%s/%s: lung %.0f cm3, lesion %.1f cm3 (%.2f %%)", metrics["patient_id"],
+        metrics["scan_id"], measured["lung_volume_cm3"], measured["lesion_volume_cm3"],
+        measured["lesion_percent"],
+    )  # fmt: skip
+
+
+def build_tables(
+    metrics_files: Sequence[Path], config: dict[str, Any], scans_out: Path, patients_out: Path,
+    issues_out: Path,
+) -> None:  # fmt: skip
+    metrics = tables.read_metrics(metrics_files)
+    clinical = {c: sheets.read_clinical(Path(s["clinical"])) for c, s in config["centers"].items()}
+    readings = {
+        c: sheets.read_readings(Path(s["readings"])) if s.get("readings") else None
+        for c, s in config["centers"].items()
+    }
+    scans, issues = tables.build_scans_table(metrics, clinical, readings, config)
+    Path(scans_out).parent.mkdir(parents=True, exist_ok=True)
+    scans.to_csv(scans_out, sep="\t", index=False)
+    tables.build_patients_table(scans).to_csv(patients_out, sep="\t", index=False)
+    issues.to_csv(issues_out, sep="\t", index=False)
+    log.info("%d scans of %d patients; %d issues", len(scans), scans["patient_id"].nunique(), len(issues))
+
+
+def cohort_stats(
+    scans_tables: Sequence[Path], clinical_sheets: Sequence[Path], readings_sheets: Sequence[Path],
+    config: dict[str, Any], out_dir: Path,
+) -> None:  # fmt: skip
+    """The cohort analysis from per-scan tables alone (several centres' tables pool)."""
+    from serialct.stats.cohort import run_cohort_stats
+
+    scans = pd.concat([sheets.read_scans_table(Path(p)) for p in scans_tables], ignore_index=True)
+    duplicated = scans.duplicated(["center", "patient_id", "scan_id"], keep=False)
+    if duplicated.any():
+        first = scans[duplicated].iloc[0]
+        raise InputError(
+            f"scan {first['center']}/{first['patient_id']}/{first['scan_id']} appears in more than "
+            "one scans table; pool each centre's table once"
+        )
+    clinical = pd.concat([sheets.read_clinical(Path(p)) for p in clinical_sheets], ignore_index=True)
+    if readings_sheets:
+        scans = _attach_readings(scans, [sheets.read_readings(Path(p)) for p in readings_sheets])
+    unmatched = scans["severity"].isna()
+    if unmatched.any():
+        log.warning("%d scans without a clinical row are left out of the analysis", unmatched.sum())
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    run_cohort_stats(scans[~unmatched].reset_index(drop=True), clinical, config, Path(out_dir))
+
+
+def _attach_readings(scans: pd.DataFrame, readings: Sequence[pd.DataFrame]) -> pd.DataFrame:
+    reader = tables._reader_columns(pd.concat(readings, ignore_index=True))
+    scans = scans.drop(columns=[c for c in reader.columns if c in scans.columns and c not in ("patient_id", "study_date")])
+    return scans.merge(reader, on=["patient_id", "study_date"], how="left")
+
+
+def build_reference(scan_dirs: Sequence[Path], out: Path, config: dict[str, Any]) -> None:
+    """Normal-lung HU histogram: the mean of the lung histograms of normal scans."""
+    densities, edges = [], None
+    for scan_dir in map(Path, scan_dirs):
+        ct = sitk.GetArrayFromImage(_read_image(scan_dir / "ct.nii.gz"))
+        lung = sitk.GetArrayFromImage(_read_image(scan_dir / "lung.nii.gz"))
+        edges, density = histogram.lung_histogram(ct, lung > 0, config["histogram"])
+        densities.append(density)
+    if edges is None:
+        raise InputError("reference: no scan folders given")
+    mean = np.mean(densities, axis=0)
+    histogram.write_reference(Path(out), edges, mean / mean.sum())
+    log.info("reference histogram of %d normal scans -> %s", len(densities), out)
+
+
+def make_figures(
+    scans_tsv: Path, fits_tsv: Path, exemplary_files: Sequence[Path], outputs: Sequence[Path]
+) -> None:
+    """Figures 2-4 (outputs in that order)."""
+    from serialct import figures
+
+    scans = sheets.read_scans_table(Path(scans_tsv))
+    fits = pd.read_csv(fits_tsv, sep="\t")
+    fig2, fig3, fig4 = map(Path, outputs)
+    fig2.parent.mkdir(parents=True, exist_ok=True)
+    figures.figure2(scans, fits, fig2)
+    figures.figure3(scans, fits, fig3)
+    scan_dirs = sorted({Path(f).parent for f in exemplary_files})
+    lookup = scans.set_index(["patient_id", "scan_id"])
+    titles = []
+    for scan_dir in scan_dirs:
+        key = (scan_dir.parent.name, scan_dir.name)
+        day = lookup.loc[key, "days_since_onset"] if key in lookup.index else None
+        titles.append(f"{key[0]} {key[1]}" + (f" (day {day:.0f})" if pd.notna(day) else ""))
+    figures.figure4(scan_dirs, titles, fig4)
+
+
+def write_report(
+    out_html: Path, stats_dir: Path, tables_dir: Path, figures_dir: Path,
+    qc_pngs: Sequence[Path], config: dict[str, Any],
+) -> None:  # fmt: skip
+    from serialct import report
+
+    report.write_report(
+        Path(out_html), Path(stats_dir), Path(tables_dir), Path(figures_dir),
+        [Path(p) for p in qc_pngs], config,
+    )  # fmt: skip

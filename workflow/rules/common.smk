@@ -1,0 +1,88 @@
+# Config validation, the scan index (a checkpoint per centre) and every input function.
+from pathlib import Path
+
+from snakemake.utils import validate
+
+from serialct.dicom.index import tree_fingerprint
+
+
+validate(config, schema="../schemas/config.schema.yaml")
+
+RESULTS = config["results"]
+CENTERS = list(config["centers"])
+SCAN_DIR = f"{RESULTS}/scans/{{center}}/{{patient}}/{{scan}}"
+LOGS = f"{RESULTS}/logs"
+BENCH = f"{RESULTS}/benchmarks"
+STATS_FILES = [
+    *(f"{RESULTS}/stats/table{i}.tsv" for i in range(1, 6)),
+    f"{RESULTS}/stats/correlations.tsv",
+    f"{RESULTS}/stats/curve_fits.tsv",
+]
+FIGURES = [f"{RESULTS}/figures/figure{i}.png" for i in (2, 3, 4)]
+PER_SCAN = ["ct.nii.gz", "lung.nii.gz", "lobes.nii.gz", "lesion.nii.gz", "metrics.json", "qc.png"]
+
+
+wildcard_constraints:
+    center="[A-Za-z0-9-]+",
+    patient="[A-Za-z0-9._-]+",
+    scan="[0-9]{8}(-[0-9]+)?",
+
+
+def dicom_root(wildcards):
+    return config["centers"][wildcards.center]["dicom"]
+
+
+def dicom_fingerprint(wildcards):
+    """Cheap fingerprint of the DICOM tree (names, sizes, mtimes): new files rerun the index."""
+    return tree_fingerprint(Path(dicom_root(wildcards)))
+
+
+def indexed_scans(center):
+    """(patient, scan) pairs of a centre, known once its index checkpoint has run."""
+    import pandas as pd
+
+    index = checkpoints.index.get(center=center).output.index
+    table = pd.read_csv(index, sep="\t", dtype=str)
+    return list(zip(table["patient_id"], table["scan_id"]))
+
+
+def per_scan(names):
+    """Input function: the named per-scan files of every scan of every centre."""
+
+    def files(wildcards):
+        return [
+            f"{RESULTS}/scans/{center}/{patient}/{scan}/{name}"
+            for center in CENTERS
+            for patient, scan in indexed_scans(center)
+            for name in names
+        ]
+
+    return files
+
+
+def sheets_of(kind):
+    return [s[kind] for s in config["centers"].values() if s.get(kind)]
+
+
+def exemplary_scan_files(wildcards):
+    """Figure 4: the serial scans of one patient (the first with the most scans, up to 3)."""
+    best = []
+    for center in CENTERS:
+        by_patient = {}
+        for patient, scan in indexed_scans(center):
+            by_patient.setdefault(patient, []).append(scan)
+        for patient, scans in sorted(by_patient.items()):
+            if len(scans) > len(best):
+                best = [f"{RESULTS}/scans/{center}/{patient}/{s}" for s in sorted(scans)[:3]]
+    return [f"{d}/{name}" for d in best for name in ("ct.nii.gz", "lesion.nii.gz")]
+
+
+def all_outputs(wildcards):
+    return [
+        *per_scan(PER_SCAN)(wildcards),
+        f"{RESULTS}/tables/scans.tsv",
+        f"{RESULTS}/tables/patients.tsv",
+        *STATS_FILES,
+        *FIGURES,
+        f"{RESULTS}/report.html",
+    ]

@@ -1,0 +1,38 @@
+# Scan index per centre (checkpoint) and DICOM -> NIfTI per scan.
+
+
+checkpoint index:
+    output:
+        index=f"{RESULTS}/index/{{center}}.tsv",
+    params:
+        dicom=dicom_root,
+        fingerprint=dicom_fingerprint,
+        manifests=f"{RESULTS}/index/{{center}}",
+    log:
+        f"{LOGS}/index/{{center}}.log",
+    resources:
+        mem_mb=2000,
+        runtime=60,
+    conda:
+        "../../envs/serialct.yaml"
+    script:
+        "../scripts/index.py"
+
+
+rule convert:
+    input:
+        manifest=f"{RESULTS}/index/{{center}}/{{patient}}/{{scan}}.json",
+    output:
+        ct=f"{SCAN_DIR}/ct.nii.gz",
+        sidecar=f"{SCAN_DIR}/ct.json",
+    log:
+        f"{LOGS}/convert/{{center}}/{{patient}}/{{scan}}.log",
+    benchmark:
+        f"{BENCH}/convert/{{center}}/{{patient}}/{{scan}}.tsv"
+    resources:
+        mem_mb=3000,
+        runtime=15,
+    conda:
+        "../../envs/serialct.yaml"
+    script:
+        "../scripts/convert.py"

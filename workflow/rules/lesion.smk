@@ -1,0 +1,27 @@
+# COVID-Lesion Net inference per scan; the weights are an input file, never a download.
+
+
+def on_gpu():
+    return config["device"] == "cuda"
+
+
+rule lesion:
+    input:
+        ct=f"{SCAN_DIR}/ct.nii.gz",
+        lung=f"{SCAN_DIR}/lung.nii.gz",
+        model=config["model"],
+    output:
+        lesion=f"{SCAN_DIR}/lesion.nii.gz",
+    log:
+        f"{LOGS}/lesion/{{center}}/{{patient}}/{{scan}}.log",
+    benchmark:
+        f"{BENCH}/lesion/{{center}}/{{patient}}/{{scan}}.tsv"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=10 if on_gpu() else 60,
+        gpu=1 if on_gpu() else 0,
+    conda:
+        "../../envs/torch.yaml"
+    script:
+        "../scripts/lesion.py"

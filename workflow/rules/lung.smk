@@ -1,0 +1,20 @@
+# Lung mask (1 right, 2 left) and five lobes per scan.
+
+
+rule lung:
+    input:
+        ct=f"{SCAN_DIR}/ct.nii.gz",
+    output:
+        lung=f"{SCAN_DIR}/lung.nii.gz",
+        lobes=f"{SCAN_DIR}/lobes.nii.gz",
+    log:
+        f"{LOGS}/lung/{{center}}/{{patient}}/{{scan}}.log",
+    benchmark:
+        f"{BENCH}/lung/{{center}}/{{patient}}/{{scan}}.tsv"
+    resources:
+        mem_mb=6000,
+        runtime=20,
+    conda:
+        "../../envs/serialct.yaml"
+    script:
+        "../scripts/lung.py"

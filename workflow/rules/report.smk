@@ -1,0 +1,24 @@
+# The self-contained HTML report.
+
+
+rule report:
+    input:
+        stats=STATS_FILES,
+        figures=FIGURES,
+        tables=f"{RESULTS}/tables/scans.tsv",
+        qc=per_scan(["qc.png"]),
+    output:
+        f"{RESULTS}/report.html",
+    params:
+        stats_dir=f"{RESULTS}/stats",
+        tables_dir=f"{RESULTS}/tables",
+        figures_dir=f"{RESULTS}/figures",
+    log:
+        f"{LOGS}/report.log",
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../../envs/serialct.yaml"
+    script:
+        "../scripts/report.py"
