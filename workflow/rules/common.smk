@@ -1,4 +1,5 @@
 # Config validation, the scan index (a checkpoint per centre) and every input function.
+import os
 from pathlib import Path
 
 from snakemake.utils import validate
@@ -7,6 +8,10 @@ from serialct.dicom.index import tree_fingerprint
 
 
 validate(config, schema="../schemas/config.schema.yaml")
+
+# Jobs in per-rule conda envs import the package from the repository.
+SRC = str(Path(workflow.basedir) / "src")
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [SRC, os.environ.get("PYTHONPATH")]))
 
 RESULTS = config["results"]
 CENTERS = list(config["centers"])

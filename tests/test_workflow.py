@@ -1,0 +1,81 @@
+"""Integration: the whole workflow on a tiny synthetic cohort, checked against its ground truth."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from serialct.cli import main as serialct
+
+ROOT = Path(__file__).resolve().parents[1]
+CHECK_CONTRACT = ROOT.parent / "shared" / "tools" / "check_contract.py"
+SNAKEMAKE = Path(sys.executable).with_name("snakemake")
+LUNG_TOLERANCE = 0.05
+LESION_TOLERANCE = 0.30
+
+pytestmark = pytest.mark.integration
+
+
+def snakemake(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(SNAKEMAKE), "--cores", "2", *args],
+        cwd=ROOT, capture_output=True, text=True, timeout=1800,
+        env={**os.environ, "PYTHONHASHSEED": "0"},
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("cohort")
+    assert serialct(["synth", str(out), "--patients", "3", "--seed", "11"]) == 0
+    run = snakemake("--configfile", str(out / "config.yaml"))
+    assert run.returncode == 0, run.stderr[-5000:]
+    return out
+
+
+def test_contract_files_and_columns(cohort):
+    run = subprocess.run(
+        [sys.executable, str(CHECK_CONTRACT), str(cohort / "results")],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout
+
+
+def test_volumes_match_truth(cohort):
+    scans = pd.read_csv(cohort / "results" / "tables" / "scans.tsv", sep="\t", dtype={"scan_id": str})
+    truth = pd.read_csv(cohort / "truth.tsv", sep="\t", dtype={"scan_id": str})
+    both = truth.merge(scans, on=["patient_id", "scan_id"], suffixes=("_true", ""))
+    assert len(both) == len(truth) == len(scans)
+    lung_err = (both["lung_volume_cm3"] / both["lung_volume_cm3_true"] - 1).abs()
+    lesion_err = (both["lesion_volume_cm3"] / both["lesion_volume_cm3_true"] - 1).abs()
+    print(f"worst lung error {lung_err.max():.3f}, worst lesion error {lesion_err.max():.3f}")
+    assert lung_err.max() <= LUNG_TOLERANCE, both.loc[lung_err.idxmax()].to_dict()
+    assert lesion_err.max() <= LESION_TOLERANCE, both.loc[lesion_err.idxmax()].to_dict()
+
+
+def test_scans_table_is_joined_with_sheets(cohort):
+    scans = pd.read_csv(cohort / "results" / "tables" / "scans.tsv", sep="\t")
+    assert set(scans["severity"]) <= {"moderate", "severe"}
+    assert scans["days_since_onset"].notna().all()
+    assert scans["ct_score"].between(0, 25).all()
+    assert scans["ai_ct_score"].between(0, 25).all()
+    assert (scans["qc_status"].str.startswith("ok")).all()
+
+
+def test_second_run_has_nothing_to_do(cohort):
+    run = snakemake("--configfile", str(cohort / "config.yaml"), "--dry-run")
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "Nothing to be done" in run.stdout + run.stderr
+
+
+def test_unknown_config_key_stops_the_run(cohort, tmp_path):
+    bad = tmp_path / "config.yaml"
+    bad.write_text((cohort / "config.yaml").read_text() + "resluts: x\n")
+    run = snakemake("--configfile", str(bad), "--dry-run")
+    assert run.returncode != 0
+    assert "resluts" in run.stdout + run.stderr
