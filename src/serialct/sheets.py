@@ -165,7 +165,11 @@ def _duplicates(frame: pd.DataFrame, keys: list[str], path: Path) -> None:
     dup = frame.duplicated(subset=keys, keep="first")
     if dup.any():
         row = int(np.flatnonzero(dup.to_numpy())[0]) + 1
-        values = ", ".join(f"{k}={frame.iloc[row - 1][k]}" for k in keys)
+        first = frame.iloc[row - 1]
+        values = ", ".join(
+            f"{k}={first[k].date() if isinstance(first[k], pd.Timestamp) else first[k]}"
+            for k in keys
+        )
         raise InputError(
             f"{_where(path, row, keys[-1])}: duplicate {' and '.join(keys)} ({values}); "
             "each must appear once"

@@ -154,19 +154,10 @@ def cohort_stats(
             "one scans table; pool each centre's table once"
         )
     clinical = pd.concat([sheets.read_clinical(Path(p)) for p in clinical_sheets], ignore_index=True)
-    if readings_sheets:
-        scans = _attach_readings(scans, [sheets.read_readings(Path(p)) for p in readings_sheets])
-    unmatched = scans["severity"].isna()
-    if unmatched.any():
-        log.warning("%d scans without a clinical row are left out of the analysis", unmatched.sum())
+    for path in readings_sheets:
+        scans = sheets.attach_readings(scans, sheets.read_readings(Path(path)))
     Path(out_dir).mkdir(parents=True, exist_ok=True)
-    run_cohort_stats(scans[~unmatched].reset_index(drop=True), clinical, config, Path(out_dir))
-
-
-def _attach_readings(scans: pd.DataFrame, readings: Sequence[pd.DataFrame]) -> pd.DataFrame:
-    reader = tables._reader_columns(pd.concat(readings, ignore_index=True))
-    scans = scans.drop(columns=[c for c in reader.columns if c in scans.columns and c not in ("patient_id", "study_date")])
-    return scans.merge(reader, on=["patient_id", "study_date"], how="left")
+    run_cohort_stats(scans, clinical, config, Path(out_dir))
 
 
 def build_reference(scan_dirs: Sequence[Path], out: Path, config: dict[str, Any]) -> None:

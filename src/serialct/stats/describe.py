@@ -37,14 +37,22 @@ def format_number(value: float, decimals: int = DECIMALS) -> str:
     return f"{value:.{decimals}f}"
 
 
+def _compact(value: float) -> str:
+    """Up to two decimals without trailing zeros (3, 3.5, 3.25)."""
+    return format_number(value, DECIMALS).rstrip("0").rstrip(".")
+
+
 def median_iqr(values: Iterable[float], decimals: int | None = None) -> str:
-    """'median (Q1-Q3)'; whole numbers without decimals when all three are whole."""
-    stats = quartiles(values)
+    """'median (Q1-Q3)'. By default two decimals, or compact (``5 (4-6.5)``) for counts and
+    other whole-number data; ``decimals`` forces a fixed number of places."""
+    arr = _clean(values)
+    stats = quartiles(arr)
     if stats is None:
         return ""
-    if decimals is None:
-        decimals = 0 if all(float(v).is_integer() for v in stats) else DECIMALS
-    q1, med, q3 = (format_number(v, decimals) for v in stats)
+    if decimals is None and bool(np.all(arr == np.round(arr))):
+        q1, med, q3 = (_compact(v) for v in stats)
+    else:
+        q1, med, q3 = (format_number(v, DECIMALS if decimals is None else decimals) for v in stats)
     return f"{med} ({q1}-{q3})"
 
 

@@ -1,0 +1,53 @@
+"""The HTML report: self-contained, escaped, key numbers beside the paper's, settings listed."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pandas as pd
+from cohort_factory import make_cohort
+from PIL import Image
+
+from serialct import report
+from serialct.config import defaults
+from serialct.report import write_report
+from serialct.stats import run_cohort_stats
+
+
+def png(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (8, 8), "red").save(path)
+    return path
+
+
+def test_report_sections_and_embedding(tmp_path: Path, monkeypatch) -> None:
+    scans, clinical = make_cohort(10, seed=3)
+    stats_dir = tmp_path / "stats"
+    run_cohort_stats(scans, clinical, defaults(), stats_dir)
+    tables = tmp_path / "tables"
+    tables.mkdir()
+    scans.assign(qc_status=["ok"] * (len(scans) - 1) + ["lung <small> & odd"]).to_csv(
+        tables / "scans.tsv", sep="\t", index=False
+    )
+    figures = tmp_path / "figures"
+    png(figures / "figure2.png")
+    monkeypatch.setattr(report, "MAX_QC", 2)
+    qc = [png(tmp_path / "scans" / "A" / f"A00{i}" / "S01" / "qc.png") for i in range(3)]
+    config = defaults()
+    config["hu"]["ggo"] = [-700, -310]
+    out = tmp_path / "out" / "report.html"
+    write_report(out, stats_dir, tables, figures, qc, config)
+    html = out.read_text()
+    assert html.count("data:image/png;base64,") == 1 + 2  # one figure, two QC thumbnails
+    assert "Only the first 2 of 3 QC overlays" in html
+    assert "A/A000/S01" in html
+    assert "lung &lt;small&gt; &amp; odd" in html
+    assert "QC warnings: 1 of" in html
+    assert "[-700, -310]" in html  # the settings actually used, not the defaults
+    for i in range(1, 6):
+        assert f"Table {i}." in html
+    rho = pd.read_csv(stats_dir / "correlations.tsv", sep="\t").iloc[0]["rho"]
+    assert f"{rho:.3f} (n={len(scans)})" in html and "0.920 (n=465)" in html
+    assert re.search(r"peak of lesion_percent, severe.*?day \d+\.\d, \d+\.\d\d %", html)
+    assert 'src="http' not in html and "<link" not in html  # nothing external
