@@ -1,0 +1,187 @@
+"""Read the header table of a DICOM tree: one row per DICOM file, cached by path, size and mtime.
+
+Only the tags in ``TAGS`` are kept, all as strings (multi-values joined with a backslash, as in
+DICOM). Identifying tags other than PatientID (names, birth dates, ...) are never read.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any, Final
+
+import pandas as pd
+import pydicom
+from pydicom.datadict import tag_for_keyword
+from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
+
+from serialct.dicom.tree import iter_files
+from serialct.errors import InputError
+
+logger = logging.getLogger("serialct")
+
+TAGS: Final = (
+    "PatientID",
+    "StudyInstanceUID",
+    "StudyDate",
+    "StudyTime",
+    "SeriesInstanceUID",
+    "SeriesNumber",
+    "SeriesDescription",
+    "SOPClassUID",
+    "Modality",
+    "ImageType",
+    "Manufacturer",
+    "ConvolutionKernel",
+    "SliceThickness",
+    "ImagePositionPatient",
+    "ImageOrientationPatient",
+    "PixelSpacing",
+    "Rows",
+    "Columns",
+    "GantryDetectorTilt",
+    "InstanceNumber",
+    "AcquisitionNumber",
+    "PixelRepresentation",
+    "RescaleSlope",
+    "RescaleIntercept",
+    "PixelPaddingValue",
+)
+FILE_COLUMNS: Final = ("path", "size", "mtime_ns")
+TRANSFER_SYNTAX: Final = "TransferSyntaxUID"
+COLUMNS: Final = (*FILE_COLUMNS, *TAGS, TRANSFER_SYNTAX)
+IS_DICOM: Final = "is_dicom"  # cache-only column: non-DICOM files are cached too, as "0"
+DICOM_MAGIC: Final = b"DICM"
+DICOM_MAGIC_OFFSET: Final = 128
+# without the DICM preamble, a forced read only counts as DICOM if it found one of these
+EVIDENCE_TAGS: Final = ("SOPClassUID", "Modality", "ImagePositionPatient", "StudyInstanceUID")
+
+
+def _text(value: Any) -> str:
+    """A tag value as one string: multi-values joined with a backslash, stripped."""
+    if value is None:
+        return ""
+    if isinstance(value, (list, tuple, MultiValue)):
+        return "\\".join(_text(v) for v in value)
+    return str(value).strip()
+
+
+# binary VRs (US/SS): converted by pydicom; every other tag is text and read from its raw bytes
+BINARY_TAGS: Final = frozenset({"Rows", "Columns", "PixelRepresentation", "PixelPaddingValue"})
+TAG_NUMBERS: Final = {keyword: tag_for_keyword(keyword) for keyword in TAGS}
+
+
+def _raw_text(ds: Dataset, keyword: str) -> str:
+    """A text tag from its undecoded bytes: much faster than pydicom's value conversion."""
+    elem = ds.get_item(TAG_NUMBERS[keyword])
+    if elem is None:
+        return ""
+    value = elem.value
+    if isinstance(value, bytes):
+        try:
+            text = value.decode("utf-8")
+        except UnicodeDecodeError:
+            text = value.decode("latin-1")
+        return "\\".join(part.strip(" \x00") for part in text.split("\\"))
+    return _text(value)
+
+
+def _binary_text(ds: Dataset, keyword: str) -> str:
+    tag = TAG_NUMBERS[keyword]
+    return _text(ds[tag].value) if tag in ds else ""
+
+
+def read_header(path: str | Path) -> dict[str, str] | None:
+    """The ``TAGS`` of one file as strings, or None when it is not a DICOM file."""
+    path = str(path)
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(DICOM_MAGIC_OFFSET)
+            preamble = fh.read(len(DICOM_MAGIC)) == DICOM_MAGIC
+            fh.seek(0)
+            ds: Dataset = pydicom.dcmread(fh, stop_before_pixels=True, force=True)
+            row = {
+                tag: _binary_text(ds, tag) if tag in BINARY_TAGS else _raw_text(ds, tag)
+                for tag in TAGS
+            }
+    except Exception as exc:  # noqa: BLE001  any parse failure means "not DICOM" here
+        logger.debug("%s: skipped, not readable as DICOM (%s)", path, exc)
+        return None
+    if not preamble and not any(row[t] for t in EVIDENCE_TAGS):
+        logger.debug("%s: skipped, no DICOM preamble and no DICOM tags", path)
+        return None
+    meta = getattr(ds, "file_meta", None)
+    row[TRANSFER_SYNTAX] = _text(meta.get(TRANSFER_SYNTAX)) if meta is not None else ""
+    return row
+
+
+def _load_cache(cache: Path) -> dict[str, dict[str, str]]:
+    if not cache.is_file():
+        return {}
+    try:
+        table = pd.read_csv(cache, sep="\t", dtype=str, keep_default_na=False)
+    except (OSError, ValueError, pd.errors.ParserError) as exc:
+        logger.warning("%s: header cache unreadable, ignored (%s)", cache, exc)
+        return {}
+    if not set(COLUMNS) | {IS_DICOM} <= set(table.columns):
+        logger.info("%s: header cache has other columns (older version), ignored", cache)
+        return {}
+    return {row["path"]: row for row in table.to_dict("records")}
+
+
+def _save_cache(cache: Path, rows: list[dict[str, str]]) -> None:
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_name(f".{cache.name}.tmp")
+    pd.DataFrame(rows, columns=[*COLUMNS, IS_DICOM]).to_csv(tmp, sep="\t", index=False)
+    os.replace(tmp, cache)
+
+
+def _clean(value: str) -> str:
+    """Tabs and newlines would break the TSV cache; DICOM strings never need them."""
+    return value.replace("\t", " ").replace("\n", " ").replace("\r", " ")
+
+
+def read_headers(root: Path, cache: Path | None = None) -> pd.DataFrame:
+    """One row per DICOM file under ``root`` (columns ``COLUMNS``; size and mtime_ns as int).
+
+    Headers are read with ``stop_before_pixels``; non-DICOM files are skipped (logged at debug).
+    With ``cache`` (a TSV), files whose path, size and mtime are unchanged are not read again;
+    the cache is rewritten only when something changed. Keep it outside ``root`` or give it a
+    name starting with ``.`` so that it does not change the tree's fingerprint.
+    """
+    root = Path(os.path.abspath(root))
+    if not root.is_dir():
+        raise InputError(f"{root}: DICOM folder not found (expected a directory to search)")
+    start = time.perf_counter()
+    cached = _load_cache(Path(cache)) if cache is not None else {}
+    rows: list[dict[str, str]] = []
+    n_read = 0
+    for path, st in iter_files(root):
+        size, mtime = str(st.st_size), str(st.st_mtime_ns)
+        old = cached.get(path)
+        if old is not None and old["size"] == size and old["mtime_ns"] == mtime:
+            rows.append(old)
+            continue
+        n_read += 1
+        header = read_header(path)
+        row = {"path": path, "size": size, "mtime_ns": mtime, IS_DICOM: "1" if header else "0"}
+        row.update({k: _clean(v) for k, v in (header or {}).items()})
+        rows.append({c: row.get(c, "") for c in (*COLUMNS, IS_DICOM)})
+    if cache is not None and (n_read or len(cached) != len(rows)):
+        _save_cache(Path(cache), rows)
+    table = pd.DataFrame(rows, columns=[*COLUMNS, IS_DICOM])
+    table = table[table[IS_DICOM] == "1"].drop(columns=IS_DICOM).reset_index(drop=True)
+    table = table.astype({"size": "int64", "mtime_ns": "int64"})
+    logger.info(
+        "%s: %d DICOM files of %d (%d headers read, %d from cache) in %.2f s",
+        root,
+        len(table),
+        len(rows),
+        n_read,
+        len(rows) - n_read,
+        time.perf_counter() - start,
+    )
+    return table
