@@ -28,7 +28,7 @@ rule cohort_stats:
     output:
         STATS_FILES,
     params:
-        out_dir=f"{RESULTS}/stats",
+        out_dir=lambda wildcards, output: str(Path(output[0]).parent),
     log:
         f"{LOGS}/stats.log",
     resources:

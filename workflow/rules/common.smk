@@ -11,7 +11,7 @@ validate(config, schema="../schemas/config.schema.yaml")
 
 # Jobs in per-rule conda envs import the package from the repository.
 SRC = str(Path(workflow.basedir) / "src")
-os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [SRC, os.environ.get("PYTHONPATH")]))
+os.environ.update(PYTHONPATH=os.pathsep.join(filter(None, [SRC, os.environ.get("PYTHONPATH")])))
 
 RESULTS = config["results"]
 CENTERS = list(config["centers"])
@@ -31,6 +31,15 @@ wildcard_constraints:
     center="[A-Za-z0-9-]+",
     patient="[A-Za-z0-9._-]+",
     scan="[0-9]{8}(-[0-9]+)?",
+
+
+def on_gpu():
+    return config["device"] == "cuda"
+
+
+def parent_of(name):
+    """Params function: the folder of a named input (derived, so it also holds off-node)."""
+    return lambda wildcards, input: str(Path(input[name][0]).parent)
 
 
 def dicom_root(wildcards):

@@ -1,10 +1,6 @@
 # COVID-Lesion Net inference per scan; the weights are an input file, never a download.
 
 
-def on_gpu():
-    return config["device"] == "cuda"
-
-
 rule lesion:
     input:
         ct=f"{SCAN_DIR}/ct.nii.gz",

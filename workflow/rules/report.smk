@@ -5,14 +5,14 @@ rule report:
     input:
         stats=STATS_FILES,
         figures=FIGURES,
-        tables=f"{RESULTS}/tables/scans.tsv",
+        tables=[f"{RESULTS}/tables/scans.tsv", f"{RESULTS}/tables/patients.tsv"],
         qc=per_scan(["qc.png"]),
     output:
         f"{RESULTS}/report.html",
     params:
-        stats_dir=f"{RESULTS}/stats",
-        tables_dir=f"{RESULTS}/tables",
-        figures_dir=f"{RESULTS}/figures",
+        stats_dir=parent_of("stats"),
+        tables_dir=parent_of("tables"),
+        figures_dir=parent_of("figures"),
     log:
         f"{LOGS}/report.log",
     resources:

@@ -1,0 +1,195 @@
+"""Lung masks on a synthetic chest phantom (volume truth) and on real CT slices."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from lung_phantom import LUNG_SEMI, flipped, make_chest
+
+from serialct.config import defaults
+from serialct.constants import LUNG_LEFT, LUNG_RIGHT, MM3_PER_CM3
+from serialct.lung import lung_volume_cm3, segment_lungs
+
+REAL = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "real"
+LUNG_AREA_CM2 = (40.0, 250.0)  # one lung on one mid-chest or basal axial slice
+
+
+@pytest.fixture(scope="module")
+def lung_cfg() -> dict:
+    return defaults()["lung"]
+
+
+@pytest.fixture(scope="module")
+def chest():
+    return make_chest()
+
+
+@pytest.fixture(scope="module")
+def timed_mask(chest, lung_cfg) -> tuple[np.ndarray, float]:
+    start = time.perf_counter()
+    mask = segment_lungs(chest.image, lung_cfg)
+    return sitk.GetArrayFromImage(mask), time.perf_counter() - start
+
+
+@pytest.fixture(scope="module")
+def chest_mask(timed_mask) -> np.ndarray:
+    return timed_mask[0]
+
+
+def _read_series(folder: Path) -> sitk.Image:
+    if not folder.is_dir():
+        pytest.skip(f"real sample {folder} not present")
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(folder)))
+    return reader.Execute()
+
+
+def _physical_x(image: sitk.Image, mask: np.ndarray) -> np.ndarray:
+    z, y, x = np.nonzero(mask)
+    direction = np.array(image.GetDirection()).reshape(3, 3)
+    steps = direction[0] * np.array(image.GetSpacing())
+    return image.GetOrigin()[0] + steps[0] * x + steps[1] * y + steps[2] * z
+
+
+def test_geometry_and_labels(chest, chest_mask):
+    out = segment_lungs(chest.image, defaults()["lung"])
+    assert out.GetPixelID() == sitk.sitkUInt8
+    assert out.GetSize() == chest.image.GetSize()
+    assert np.allclose(out.GetOrigin(), chest.image.GetOrigin())
+    assert set(np.unique(chest_mask)) == {0, LUNG_RIGHT, LUNG_LEFT}
+
+
+def test_volume_matches_truth(chest, chest_mask):
+    voxel_cm3 = float(np.prod(chest.image.GetSpacing())) / MM3_PER_CM3
+    truth = np.count_nonzero(chest.lung) * voxel_cm3
+    measured = np.count_nonzero(chest_mask) * voxel_cm3
+    assert measured == pytest.approx(truth, rel=0.03)
+    for side in (LUNG_RIGHT, LUNG_LEFT):
+        overlap = np.count_nonzero((chest_mask == side) & (chest.lung == side))
+        assert overlap / np.count_nonzero(chest.lung == side) > 0.98
+
+
+def test_consolidation_inside_mask(chest, chest_mask):
+    assert np.mean(chest_mask[chest.lesions] > 0) > 0.95
+    assert np.mean(chest_mask[chest.subpleural] > 0) > 0.95
+
+
+def test_closing_is_what_puts_subpleural_lesions_back(chest, lung_cfg):
+    bare = dict(lung_cfg, closing_mm=0, subpleural_mm=0)
+    mask = sitk.GetArrayFromImage(segment_lungs(chest.image, bare))
+    assert np.mean(mask[chest.subpleural] > 0) < 0.8
+
+
+def test_trachea_and_bronchi_excluded(chest, chest_mask):
+    assert chest.airway.sum() > 500
+    assert np.mean(chest_mask[chest.airway] > 0) < 0.02
+
+
+def test_right_lung_has_lower_physical_x(chest, chest_mask):
+    right = _physical_x(chest.image, chest_mask == LUNG_RIGHT)
+    left = _physical_x(chest.image, chest_mask == LUNG_LEFT)
+    assert right.max() < 0 < left.min()
+
+
+@pytest.mark.parametrize("axes", [(2,), (0, 2), (0, 1, 2)])
+def test_flipped_storage_gives_the_same_physical_mask(chest, chest_mask, lung_cfg, axes):
+    image = flipped(chest.image, axes)
+    mask = sitk.GetArrayFromImage(segment_lungs(image, lung_cfg))
+    assert np.array_equal(np.flip(mask, axis=axes), chest_mask)
+    right = _physical_x(image, mask == LUNG_RIGHT)
+    left = _physical_x(image, mask == LUNG_LEFT)
+    assert right.mean() < left.mean()
+
+
+def test_touching_lungs_are_split(lung_cfg):
+    chest = make_chest(centre_x=LUNG_SEMI[0] - 1.5, seed=1)
+    contact = np.count_nonzero(np.diff(chest.lung.astype(np.int8), axis=2) == 1)  # R->L faces
+    assert contact > 20  # the phantom's lungs do touch
+    mask = sitk.GetArrayFromImage(segment_lungs(chest.image, lung_cfg))
+    for side in (LUNG_RIGHT, LUNG_LEFT):
+        overlap = np.count_nonzero((mask == side) & (chest.lung == side))
+        assert overlap / np.count_nonzero(chest.lung == side) > 0.97
+
+
+def test_thin_volume(chest, chest_mask, lung_cfg):
+    middle = slice(20, 23)
+    thin = sitk.GetImageFromArray(sitk.GetArrayFromImage(chest.image)[middle])
+    thin.SetSpacing(chest.image.GetSpacing())
+    mask = sitk.GetArrayFromImage(segment_lungs(thin, lung_cfg))
+    truth = chest.lung[middle]
+    assert np.count_nonzero(mask) == pytest.approx(np.count_nonzero(truth), rel=0.03)
+    assert np.mean(mask[truth == LUNG_RIGHT] == LUNG_RIGHT) > 0.98
+
+
+def test_no_body_gives_an_empty_mask(lung_cfg):
+    air = sitk.GetImageFromArray(np.full((3, 16, 16), -1000, dtype=np.int16))
+    assert not sitk.GetArrayFromImage(segment_lungs(air, lung_cfg)).any()
+
+
+def test_lung_volume_cm3():
+    mask = np.zeros((4, 10, 10), dtype=np.uint8)
+    mask[1:3, 2:7, 2:7] = LUNG_RIGHT
+    mask[0, 0, 0] = LUNG_LEFT
+    image = sitk.GetImageFromArray(mask)
+    image.SetSpacing((2.0, 2.0, 5.0))
+    assert lung_volume_cm3(image) == pytest.approx(51 * 20.0 / MM3_PER_CM3)
+
+
+def test_speed_small_volume(timed_mask):
+    mask, seconds = timed_mask
+    assert mask.shape == (48, 128, 128)
+    assert seconds < 5.0  # about 0.5 s on 2 cores
+
+
+def _side_areas(image: sitk.Image, mask: np.ndarray) -> dict[int, tuple[float, float]]:
+    """Per side: area (cm2) on the middle slice, mean physical x."""
+    z = mask.shape[0] // 2
+    pixel_cm2 = image.GetSpacing()[0] * image.GetSpacing()[1] / 100.0
+    out = {}
+    for side in (LUNG_RIGHT, LUNG_LEFT):
+        one = np.zeros_like(mask, dtype=bool)
+        one[z] = mask[z] == side
+        out[side] = (np.count_nonzero(one) * pixel_cm2, float(_physical_x(image, one).mean()))
+    return out
+
+
+@pytest.mark.parametrize("folder", ["lungmask-chest-slices", "ge-3slice-lung-bases"])
+def test_real_slices(folder, lung_cfg):
+    image = _read_series(REAL / folder)
+    mask = sitk.GetArrayFromImage(segment_lungs(image, lung_cfg))
+    areas = _side_areas(image, mask)
+    for side in (LUNG_RIGHT, LUNG_LEFT):
+        assert LUNG_AREA_CM2[0] < areas[side][0] < LUNG_AREA_CM2[1]
+    assert areas[LUNG_RIGHT][1] < areas[LUNG_LEFT][1]
+    # the right lung is on the image's left half (identity direction in these samples)
+    z = mask.shape[0] // 2
+    assert np.nonzero(mask[z] == LUNG_RIGHT)[1].mean() < mask.shape[2] / 2
+    hu = sitk.GetArrayFromImage(image)
+    assert np.median(hu[mask > 0]) < -600  # aerated lung, not soft tissue
+
+
+def test_real_chest_png(lung_cfg, tmp_path):
+    """Writes /tmp/lung_real.png (the real chest slice with the mask outline) to look at."""
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    image = _read_series(REAL / "lungmask-chest-slices")
+    mask = sitk.GetArrayFromImage(segment_lungs(image, lung_cfg))
+    hu = sitk.GetArrayFromImage(image)
+    fig, ax = plt.subplots(figsize=(6, 6))
+    ax.imshow(hu[0], cmap="gray", vmin=-1200, vmax=400)
+    for side, colour in ((LUNG_RIGHT, "red"), (LUNG_LEFT, "cyan")):
+        ax.contour(mask[0] == side, levels=[0.5], colors=colour, linewidths=0.8)
+    ax.set_title("lung mask: red = right, cyan = left")
+    ax.axis("off")
+    target = Path("/tmp/lung_real.png")
+    try:
+        fig.savefig(target, dpi=100, bbox_inches="tight")
+    except OSError:
+        fig.savefig(tmp_path / "lung_real.png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
