@@ -47,7 +47,9 @@ def test_contract_files_and_columns(cohort):
 
 
 def test_volumes_match_truth(cohort):
-    scans = pd.read_csv(cohort / "results" / "tables" / "scans.tsv", sep="\t", dtype={"scan_id": str})
+    scans = pd.read_csv(
+        cohort / "results" / "tables" / "scans.tsv", sep="\t", dtype={"scan_id": str}
+    )
     truth = pd.read_csv(cohort / "truth.tsv", sep="\t", dtype={"scan_id": str})
     both = truth.merge(scans, on=["patient_id", "scan_id"], suffixes=("_true", ""))
     assert len(both) == len(truth) == len(scans)

@@ -111,8 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out", help="output folder")
     p.add_argument("--patients", type=int, required=True, help="number of patients")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--shape", type=_shape, default=None,
-                   help="volume size Z,Y,X (default 48,128,128; realistic: 300,512,512)")  # fmt: skip
+    p.add_argument(
+        "--shape", type=_shape, default=None,
+        help="volume size Z,Y,X (default 48,128,128; realistic chest CT: 300,512,512)",
+    )  # fmt: skip
     p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser("convert", help="every CT series under DICOM_DIR to NIfTI + JSON sidecar")

@@ -26,8 +26,13 @@ LUNG_LEFT: Final = 2
 # lobes.nii.gz, in the order of the contract's lesion_percent_* columns
 LOBES: Final = ("rul", "rml", "rll", "lul", "lll")
 LOBE_LABELS: Final = {name: i + 1 for i, name in enumerate(LOBES)}  # rul=1 ... lll=5
-LOBE_SIDE: Final = {"rul": LUNG_RIGHT, "rml": LUNG_RIGHT, "rll": LUNG_RIGHT,
-                    "lul": LUNG_LEFT, "lll": LUNG_LEFT}
+LOBE_SIDE: Final = {
+    "rul": LUNG_RIGHT,
+    "rml": LUNG_RIGHT,
+    "rll": LUNG_RIGHT,
+    "lul": LUNG_LEFT,
+    "lll": LUNG_LEFT,
+}
 
 # lesion.nii.gz
 LESION_BACKGROUND: Final = 0

@@ -77,10 +77,14 @@ def segment_lungs(ct: sitk.Image, lung_cfg: dict[str, Any]) -> sitk.Image:
     labels = np.zeros(hu.shape, dtype=np.uint8)
     if not parts:
         log.warning("lung mask: no lung found (no air-like region inside the body)")
+    depth_mm = float(lung_cfg["subpleural_mm"])
     for part, side in _sides(oriented, parts, body):
+        others = [p for p in parts if p is not part]
+        # bites near the other lung are mediastinum (junction lines), not the chest wall
+        near_other = _distance(others[0], spacing) <= depth_mm if others else None
         closed = _close(part, spacing, float(lung_cfg["closing_mm"]))
         closed = _fill_holes(closed, spacing, float(lung_cfg["closing_mm"]))
-        closed = _fill_bites(closed, spacing, float(lung_cfg["subpleural_mm"]))
+        closed = _fill_bites(closed, spacing, depth_mm, near_other)
         # the other side keeps its own voxels: closing never moves one lung into the other
         labels[closed & (labels == LUNG_BACKGROUND)] = side
         labels[part] = side
@@ -343,10 +347,13 @@ def _fill_holes(mask: np.ndarray, spacing: tuple[float, ...], radius_mm: float) 
     return out
 
 
-def _fill_bites(mask: np.ndarray, spacing: tuple[float, ...], depth_mm: float) -> np.ndarray:
+def _fill_bites(
+    mask: np.ndarray, spacing: tuple[float, ...], depth_mm: float, avoid: np.ndarray | None
+) -> np.ndarray:
     """Per slice, add the concavities of the convex hull that are at most ``depth_mm`` deep
     (dense subpleural lesions bite into the lung from the chest wall; the heart and the
-    mediastinum make much deeper concavities and stay out)."""
+    mediastinum make much deeper concavities and stay out). A bite touching ``avoid`` (the
+    region near the other lung) lies between the lungs and is left out."""
     if depth_mm <= 0:
         return mask
     out = mask.copy()
@@ -356,7 +363,12 @@ def _fill_bites(mask: np.ndarray, spacing: tuple[float, ...], depth_mm: float) -
             slice(max(b.start - 1, 0), min(b.stop + 1, n))
             for b, n in zip(tight, mask.shape[1:], strict=True)
         )
-        out[z][box] |= _slice_bites(mask[z][box], spacing[1:], depth_mm)
+        bites = _slice_bites(mask[z][box], spacing[1:], depth_mm)
+        if avoid is not None and bites.any():
+            labels, n = ndi.label(bites)
+            touching = np.unique(labels[avoid[z][box] & bites])
+            bites &= ~np.isin(labels, touching[touching > 0])
+        out[z][box] |= bites
     return out
 
 

@@ -1,4 +1,4 @@
-"""Per-scan quantification: volumes, percents, per-lobe involvement, AI CT score, histogram distance.
+"""Per-scan quantification: volumes, percents, lobe involvement, AI CT score, histogram distance.
 
 Percent of lesion = 100 x lesion volume / bilateral lung volume (the paper's definition). The
 lesion volume counts every lesion label (GGO, consolidation and "other lesion").
@@ -92,7 +92,7 @@ def quantify_scan(
     if not np.allclose(edges, ref_edges):
         raise InputError(
             "reference histogram: its bins differ from config histogram "
-            f"(min_hu/max_hu/bin_width_hu); rebuild it with `serialct reference`"
+            "(min_hu/max_hu/bin_width_hu); rebuild it with `serialct reference`"
         )
     metrics["hellinger"] = histogram.hellinger(density, ref_density)
     metrics["iou"] = histogram.histogram_iou(density, ref_density)

@@ -135,7 +135,9 @@ def build_tables(
     scans.to_csv(scans_out, sep="\t", index=False)
     tables.build_patients_table(scans).to_csv(patients_out, sep="\t", index=False)
     issues.to_csv(issues_out, sep="\t", index=False)
-    log.info("%d scans of %d patients; %d issues", len(scans), scans["patient_id"].nunique(), len(issues))
+    log.info(
+        "%d scans of %d patients; %d issues", len(scans), scans["patient_id"].nunique(), len(issues)
+    )
 
 
 def cohort_stats(
@@ -153,7 +155,9 @@ def cohort_stats(
             f"scan {first['center']}/{first['patient_id']}/{first['scan_id']} appears in more than "
             "one scans table; pool each centre's table once"
         )
-    clinical = pd.concat([sheets.read_clinical(Path(p)) for p in clinical_sheets], ignore_index=True)
+    clinical = pd.concat(
+        [sheets.read_clinical(Path(p)) for p in clinical_sheets], ignore_index=True
+    )
     for path in readings_sheets:
         scans = sheets.attach_readings(scans, sheets.read_readings(Path(path)))
     Path(out_dir).mkdir(parents=True, exist_ok=True)

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from serialct.constants import LOBES
+from serialct.sheets import attach_readings
 from serialct.timepoints import assign_timepoints
 
 log = logging.getLogger("serialct")
@@ -28,7 +29,6 @@ SCAN_COLUMNS = [
     "consolidation_percent", *[f"lesion_percent_{lobe}" for lobe in LOBES], "involved_lobes",
     "ai_ct_score", "hellinger", "iou", "ct_score", "reader_involved_lobes", "qc_status",
 ]  # fmt: skip
-READER_LOBE_SCORES = [f"score_{lobe}" for lobe in LOBES]
 
 
 def read_metrics(paths: Iterable[Path]) -> pd.DataFrame:
@@ -44,17 +44,6 @@ def read_metrics(paths: Iterable[Path]) -> pd.DataFrame:
 def _days(later: pd.Series, earlier: pd.Series) -> pd.Series:
     delta = pd.to_datetime(later) - pd.to_datetime(earlier)
     return delta.dt.days.astype("Float64")
-
-
-def _reader_columns(readings: pd.DataFrame) -> pd.DataFrame:
-    out = readings.copy()
-    if "involved_lobes" in out.columns:
-        out = out.rename(columns={"involved_lobes": "reader_involved_lobes"})
-    elif set(READER_LOBE_SCORES) <= set(out.columns):
-        out["reader_involved_lobes"] = (out[READER_LOBE_SCORES].astype(float) > 0).sum(axis=1)
-    keep = ["patient_id", "study_date", "ct_score", "reader_involved_lobes"]
-    keep += [c for c in READER_LOBE_SCORES if c in out.columns]
-    return out[[c for c in keep if c in out.columns]]
 
 
 def build_scans_table(
@@ -80,15 +69,15 @@ def build_scans_table(
             issues.append((center, pid, "", "clinical row without images"))
         sheet_readings = readings.get(center)
         if sheet_readings is not None:
-            merged = merged.merge(
-                _reader_columns(sheet_readings), on=["patient_id", "study_date"], how="left"
-            )
-            seen = set(zip(merged["patient_id"], merged["study_date"], strict=True))
+            merged = attach_readings(merged, sheet_readings)
+            seen = set(zip(merged["patient_id"], pd.to_datetime(merged["study_date"]), strict=True))
             for pid, date in zip(
-                sheet_readings["patient_id"], sheet_readings["study_date"], strict=True
+                sheet_readings["patient_id"],
+                pd.to_datetime(sheet_readings["study_date"]),
+                strict=True,
             ):
                 if (pid, date) not in seen:
-                    issues.append((center, pid, str(date), "reading without a CT of that date"))
+                    issues.append((center, pid, date.date().isoformat(), "reading without a CT"))
         merged["days_since_onset"] = _days(merged["study_date"], merged["onset_date"])
         merged["days_since_admission"] = _days(merged["study_date"], merged["admission_date"])
         parts.append(merged)

@@ -48,7 +48,9 @@ def pick_device(requested: str) -> torch.device:
             "config key device: 'cuda' requested but no CUDA device is available to torch "
             f"{torch.__version__}; set device: auto or cpu"
         )
-    device = torch.device("cuda" if requested == "cuda" or (requested == "auto" and cuda) else "cpu")
+    device = torch.device(
+        "cuda" if requested == "cuda" or (requested == "auto" and cuda) else "cpu"
+    )
     log.info("lesion net device: %s (requested %s)", device, requested)
     return device
 
@@ -86,9 +88,7 @@ def load_model(path: Path, device: torch.device) -> tuple[CovidLesionNet, dict[s
 
 
 @functools.lru_cache(maxsize=2)
-def _cached_model(
-    path: str, mtime_ns: int, device: str
-) -> tuple[CovidLesionNet, dict[str, Any]]:
+def _cached_model(path: str, mtime_ns: int, device: str) -> tuple[CovidLesionNet, dict[str, Any]]:
     return load_model(Path(path), torch.device(device))
 
 
@@ -115,7 +115,9 @@ def _antialias(image: sitk.Image, target_spacing: np.ndarray) -> sitk.Image:
         src, dst = image.GetSpacing()[axis], float(target_spacing[axis])
         if dst > src * (1 + SPACING_TOLERANCE):
             sigma = math.sqrt(dst**2 - src**2) / 2.0
-            out = sitk.RecursiveGaussian(out, sigma, False, sitk.RecursiveGaussianImageFilter.ZeroOrder, axis)
+            out = sitk.RecursiveGaussian(
+                out, sigma, False, sitk.RecursiveGaussianImageFilter.ZeroOrder, axis
+            )
     return out
 
 
@@ -124,8 +126,12 @@ def _resample(image: sitk.Image, ref: sitk.Image, interp: int, default: float) -
 
 
 def lesion_probability(
-    hu: np.ndarray, run_slices: np.ndarray, model: CovidLesionNet, meta: dict[str, Any],
-    device: torch.device, batch_size: int,
+    hu: np.ndarray,
+    run_slices: np.ndarray,
+    model: CovidLesionNet,
+    meta: dict[str, Any],
+    device: torch.device,
+    batch_size: int,
 ) -> np.ndarray:
     """Lesion probability (z, y, x) float32 for the slices where ``run_slices`` is true, else 0."""
     prob = np.zeros(hu.shape, dtype=np.float32)
@@ -172,7 +178,10 @@ def segment_lesions(
     run_slices = lung_arr.any(axis=(1, 2))
     log.info(
         "lesion net on %d of %d slices, %s px at %.2f x %.2f mm",
-        int(run_slices.sum()), len(run_slices), hu_small.shape[1:], *train_sp,
+        int(run_slices.sum()),
+        len(run_slices),
+        hu_small.shape[1:],
+        *train_sp,
     )
     prob = lesion_probability(
         hu_small, run_slices, model, meta, device, int(lesion_cfg["batch_size"])

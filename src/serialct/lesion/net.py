@@ -56,7 +56,7 @@ def preprocess(hu: np.ndarray, params: dict[str, Any] | None = None) -> np.ndarr
 def pad_to_multiple(
     x: np.ndarray, multiple: int = SIZE_MULTIPLE, value: float = 0.0
 ) -> tuple[np.ndarray, tuple[int, int]]:
-    """Pad the last two axes at the end up to a multiple; returns the array and the original (h, w)."""
+    """Pad the last two axes at their end to a multiple; returns the array and the old (h, w)."""
     h, w = x.shape[-2:]
     ph, pw = (-h) % multiple, (-w) % multiple
     if ph or pw:

@@ -63,7 +63,7 @@ def _draw_volume(rng: np.random.Generator, shape: tuple[int, int, int], lesion_p
 def _draw_pool(
     rng: np.random.Generator, n: int, shape: tuple[int, int, int]
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(hu int16 (n_slices, y, x), lesion uint8, has_lung bool) for ``n`` phantoms, slices stacked."""
+    """Slices of ``n`` phantoms, stacked: hu int16 (s, y, x), lesion uint8, has_lung bool (s,)."""
     hu, lesion, has_lung = [], [], []
     lo, hi = np.log(LESION_PERCENT_RANGE)
     for _ in range(n):
@@ -117,6 +117,7 @@ def dice(pred: np.ndarray, truth: np.ndarray) -> float:
 
 def save_checkpoint(path: Path, model: CovidLesionNet, meta: dict[str, Any]) -> None:
     """Write ``{"state_dict", "meta"}`` to ``path`` and the meta as JSON (same stem, .json)."""
+    meta = json.loads(json.dumps(meta))  # plain types only: torch.load(weights_only=True) reads it
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     torch.save({"state_dict": state, "meta": meta}, path)
@@ -149,7 +150,9 @@ def validate(
                 "shape": list(vshape),
                 "lesion_percent": round(float(percent), 3),
                 "dice": round(dice(pred, truth), 4),
-                "volume_rel_err": round(abs(int(pred.sum()) - int(truth.sum())) / max(int(truth.sum()), 1), 4),
+                "volume_rel_err": round(
+                    abs(int(pred.sum()) - int(truth.sum())) / max(int(truth.sum()), 1), 4
+                ),
             }
         )
         log.info("validation %s", rows[-1])
@@ -170,7 +173,7 @@ def train(
     pool_volumes: int = 96,
     base_channels: int = 16,
 ) -> dict[str, Any]:
-    """Train COVID-Lesion Net on phantom slices, validate, save ``out`` (+ .json); return the meta."""
+    """Train on phantom slices, validate, save ``out`` and its .json meta; return the meta."""
     from serialct.phantom import spacing_for_shape
 
     out = Path(out)
@@ -180,14 +183,21 @@ def train(
     dev = pick_device(device)
     t0 = time.monotonic()
     pool = _draw_pool(rng, pool_volumes, shape)
-    log.info("phantom pool: %d volumes, %d slices, %.0f s", pool_volumes, len(pool[0]), time.monotonic() - t0)
+    log.info(
+        "phantom pool: %d volumes, %d slices, %.0f s",
+        pool_volumes,
+        len(pool[0]),
+        time.monotonic() - t0,
+    )
 
     model = CovidLesionNet(base_channels=base_channels).to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     total = max(epochs * steps_per_epoch, 1)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt,
-        lambda s: FINAL_LR_FRACTION + (1 - FINAL_LR_FRACTION) * 0.5 * (1 + math.cos(math.pi * s / total)),
+        lambda s: (
+            FINAL_LR_FRACTION + (1 - FINAL_LR_FRACTION) * 0.5 * (1 + math.cos(math.pi * s / total))
+        ),
     )
     train_dice = float("nan")
     for epoch in range(epochs):
@@ -203,7 +213,7 @@ def train(
             loss.backward()
             opt.step()
             sched.step()
-            loss_sum += float(loss)
+            loss_sum += loss.item()
             pred = logits.argmax(1) == 1
             truth = y == 1
             inter += int((pred & truth).sum())
@@ -211,13 +221,30 @@ def train(
         train_dice = 1.0 if sums == 0 else 2 * inter / sums
         log.info(
             "epoch %d/%d loss %.4f train dice %.4f (%.0f s)",
-            epoch + 1, epochs, loss_sum / max(steps_per_epoch, 1), train_dice, time.monotonic() - t0,
+            epoch + 1,
+            epochs,
+            loss_sum / max(steps_per_epoch, 1),
+            train_dice,
+            time.monotonic() - t0,
         )
 
     command = [
-        "serialct", "train", "--out", str(out), "--epochs", str(epochs),
-        "--steps-per-epoch", str(steps_per_epoch), "--batch-size", str(batch_size),
-        "--lr", str(lr), "--seed", str(seed), "--device", device,
+        "serialct",
+        "train",
+        "--out",
+        str(out),
+        "--epochs",
+        str(epochs),
+        "--steps-per-epoch",
+        str(steps_per_epoch),
+        "--batch-size",
+        str(batch_size),
+        "--lr",
+        str(lr),
+        "--seed",
+        str(seed),
+        "--device",
+        device,
     ]
     meta: dict[str, Any] = {
         "format": CHECKPOINT_FORMAT,
@@ -227,7 +254,7 @@ def train(
         "train_shape": list(shape),
         "pool_volumes": pool_volumes,
         "command": shlex.join(command),
-        "torch": torch.__version__,
+        "torch": str(torch.__version__),
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "seed": seed,
         "metrics": {"train_dice": round(train_dice, 4)},
