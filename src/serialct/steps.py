@@ -147,6 +147,9 @@ def cohort_stats(
     """The cohort analysis from per-scan tables alone (several centres' tables pool)."""
     from serialct.stats.cohort import run_cohort_stats
 
+    clinical = pd.concat(
+        [sheets.read_clinical(Path(p)) for p in clinical_sheets], ignore_index=True
+    )
     scans = pd.concat([sheets.read_scans_table(Path(p)) for p in scans_tables], ignore_index=True)
     duplicated = scans.duplicated(["center", "patient_id", "scan_id"], keep=False)
     if duplicated.any():
@@ -155,9 +158,6 @@ def cohort_stats(
             f"scan {first['center']}/{first['patient_id']}/{first['scan_id']} appears in more than "
             "one scans table; pool each centre's table once"
         )
-    clinical = pd.concat(
-        [sheets.read_clinical(Path(p)) for p in clinical_sheets], ignore_index=True
-    )
     for path in readings_sheets:
         scans = sheets.attach_readings(scans, sheets.read_readings(Path(path)))
     Path(out_dir).mkdir(parents=True, exist_ok=True)
