@@ -27,6 +27,7 @@ from pydicom.uid import (
     generate_uid,
 )
 
+from serialct import ctscore
 from serialct.config import defaults, validate_config
 from serialct.constants import LOBES, SEVERITIES
 from serialct.histogram import lung_histogram, write_reference
@@ -177,14 +178,14 @@ def reader_scores(
 ) -> dict[str, int]:
     """A radiologist's 0-5 lobe scores from true percents, sometimes off by one.
 
-    Score 0 up to bins[0], 1 up to bins[1], ..., 5 above bins[4]; a lobe without lesion is
-    always scored 0, others are misjudged by one step with probability ``READER_ERROR_P``.
+    The same 0-5 scale as the AI score (``serialct.ctscore``); a lobe without lesion is always
+    scored 0, others are misjudged by one step with probability ``READER_ERROR_P``.
     """
     scores = {}
     for lobe in LOBES:
-        score = int(np.searchsorted(bins, lobe_percent[lobe], side="left"))
+        score = ctscore.lobe_score(lobe_percent[lobe], bins)
         if score > 0 and rng.random() < READER_ERROR_P:
-            score = int(np.clip(score + rng.choice((-1, 1)), 0, len(bins)))
+            score = int(np.clip(score + rng.choice((-1, 1)), 0, ctscore.MAX_LOBE_SCORE))
         scores[lobe] = score
     return scores
 
