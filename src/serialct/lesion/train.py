@@ -2,9 +2,12 @@
 
 The paper's recipe: Adam, batch size 8. A pool of phantoms is drawn once (drawing is the slow
 part) with lesion burdens spread log-uniformly over the cohort's range plus some normal lungs, and
-slices are sampled from it on the fly. Loss: cross-entropy + soft Dice of the lesion class over the
-whole slice, not only the lung: tissue outside the lung looks like consolidation, and learning to
-reject it keeps predictions sane where a lung mask leaks; inference masks to the lung anyway.
+slices are sampled from it on the fly: mirrored left-right, half of them blurred in-plane, all with
+extra noise, so that the net does not learn "smooth = lesion" from the phantoms' fixed noise
+texture (without blur augmentation, a net called blurred normal lung lesion). Loss: cross-entropy
++ soft Dice of the lesion class over the whole slice, not only the lung: tissue outside the lung
+looks like consolidation, and learning to reject it keeps predictions sane where a lung mask
+leaks; inference masks to the lung anyway.
 Validation runs the full :func:`serialct.lesion.infer.segment_lesions` path on held-out phantoms,
 half of them at twice the in-plane resolution so that resampling is covered.
 """
@@ -25,6 +28,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 import torch.nn.functional as F
+from scipy import ndimage
 
 from serialct.lesion.infer import pick_device, segment_lesions
 from serialct.lesion.net import (
@@ -42,6 +46,8 @@ CONSOLIDATION_FRACTION_RANGE: Final = (0.0, 0.5)
 LUNG_SCALE_RANGE: Final = (0.85, 1.1)
 LUNG_SLICE_PROBABILITY: Final = 0.9  # otherwise any slice, lung or not
 NOISE_HU_MAX: Final = 20.0  # extra Gaussian noise, sigma drawn from [0, this]
+SMOOTH_PROBABILITY: Final = 0.5  # slices blurred in-plane first (smoother kernels, resampling)
+SMOOTH_SIGMA_PX: Final = (0.3, 1.2)
 VAL_LESION_PERCENT_RANGE: Final = (0.5, 40.0)
 VAL_SEED_OFFSET: Final = 100_003
 DICE_EPS: Final = 1.0
@@ -88,6 +94,8 @@ def _sample_batch(
         rng.integers(0, len(hu), batch_size),
     )
     x = hu[idx].astype(np.float32)
+    for i in np.flatnonzero(rng.random(batch_size) < SMOOTH_PROBABILITY):
+        x[i] = ndimage.gaussian_filter(x[i], float(rng.uniform(*SMOOTH_SIGMA_PX)))
     x += rng.normal(0.0, 1.0, x.shape).astype(np.float32) * rng.uniform(
         0.0, NOISE_HU_MAX, (batch_size, 1, 1)
     ).astype(np.float32)
@@ -168,9 +176,9 @@ def train(
     lr: float = 1e-3,
     seed: int = 0,
     shape: tuple[int, int, int] = (48, 128, 128),
-    val_volumes: int = 4,
+    val_volumes: int = 6,
     device: str = "auto",
-    pool_volumes: int = 96,
+    pool_volumes: int = 150,
     base_channels: int = 16,
 ) -> dict[str, Any]:
     """Train on phantom slices, validate, save ``out`` and its .json meta; return the meta."""
