@@ -13,8 +13,8 @@ rule tables:
     log:
         f"{LOGS}/tables.log",
     resources:
-        mem_mb=2000,
-        runtime=10,
+        mem_mb=grows(2000),
+        runtime=grows(10),
     conda:
         "../../envs/serialct.yaml"
     script:
@@ -32,8 +32,8 @@ rule cohort_stats:
     log:
         f"{LOGS}/stats.log",
     resources:
-        mem_mb=2000,
-        runtime=10,
+        mem_mb=grows(2000),
+        runtime=grows(10),
     conda:
         "../../envs/serialct.yaml"
     script:
@@ -55,8 +55,8 @@ rule figures:
     log:
         f"{LOGS}/figures.log",
     resources:
-        mem_mb=3000,
-        runtime=10,
+        mem_mb=grows(3000),
+        runtime=grows(10),
     conda:
         "../../envs/serialct.yaml"
     script:

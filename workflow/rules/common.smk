@@ -37,6 +37,11 @@ def on_gpu():
     return config["device"] == "cuda"
 
 
+def grows(base):
+    """Resource that grows with each retry (profiles set retries): base x attempt."""
+    return lambda wildcards, attempt: base * attempt
+
+
 def parent_of(name):
     """Params function: the folder of a named input (derived, so it also holds off-node)."""
     return lambda wildcards, input: str(Path(input[name][0]).parent)

@@ -11,8 +11,8 @@ checkpoint index:
     log:
         f"{LOGS}/index/{{center}}.log",
     resources:
-        mem_mb=2000,
-        runtime=60,
+        mem_mb=grows(2000),
+        runtime=grows(60),
     conda:
         "../../envs/serialct.yaml"
     script:
@@ -29,9 +29,11 @@ rule convert:
         f"{LOGS}/convert/{{center}}/{{patient}}/{{scan}}.log",
     benchmark:
         f"{BENCH}/convert/{{center}}/{{patient}}/{{scan}}.tsv"
+    group:
+        "cpu_scan"
     resources:
-        mem_mb=3000,
-        runtime=15,
+        mem_mb=grows(3000),
+        runtime=grows(15),
     conda:
         "../../envs/serialct.yaml"
     script:

@@ -12,10 +12,12 @@ rule lesion:
         f"{LOGS}/lesion/{{center}}/{{patient}}/{{scan}}.log",
     benchmark:
         f"{BENCH}/lesion/{{center}}/{{patient}}/{{scan}}.tsv"
+    group:
+        "gpu_scan"
     threads: 2
     resources:
-        mem_mb=8000,
-        runtime=10 if on_gpu() else 60,
+        mem_mb=grows(8000),
+        runtime=grows(10 if on_gpu() else 60),
         gpu=1 if on_gpu() else 0,
     conda:
         "../../envs/torch.yaml"

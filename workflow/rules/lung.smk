@@ -11,9 +11,11 @@ rule lung:
         f"{LOGS}/lung/{{center}}/{{patient}}/{{scan}}.log",
     benchmark:
         f"{BENCH}/lung/{{center}}/{{patient}}/{{scan}}.tsv"
+    group:
+        "cpu_scan"
     resources:
-        mem_mb=6000,
-        runtime=20,
+        mem_mb=grows(6000),
+        runtime=grows(20),
     conda:
         "../../envs/serialct.yaml"
     script:

@@ -16,9 +16,11 @@ rule quantify:
         f"{LOGS}/quantify/{{center}}/{{patient}}/{{scan}}.log",
     benchmark:
         f"{BENCH}/quantify/{{center}}/{{patient}}/{{scan}}.tsv"
+    group:
+        "cpu_scan"
     resources:
-        mem_mb=4000,
-        runtime=15,
+        mem_mb=grows(4000),
+        runtime=grows(15),
     conda:
         "../../envs/serialct.yaml"
     script:

@@ -16,8 +16,8 @@ rule report:
     log:
         f"{LOGS}/report.log",
     resources:
-        mem_mb=2000,
-        runtime=10,
+        mem_mb=grows(2000),
+        runtime=grows(10),
     conda:
         "../../envs/serialct.yaml"
     script:
