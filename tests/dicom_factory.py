@@ -42,8 +42,12 @@ def write_slice(
     instance_number: int = 1,
     padding: int | None = None,
     tilt: float | None = None,
+    extra: dict[str, object] | None = None,
 ) -> Path:
-    """Write one slice with stored values ``raw`` (int16 or uint16, rows x columns)."""
+    """Write one slice with stored values ``raw`` (int16 or uint16, rows x columns).
+
+    ``extra`` sets further tags by keyword (e.g. AcquisitionNumber, InstitutionName).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = FileMetaDataset()
@@ -84,6 +88,8 @@ def write_slice(
     ds.PixelRepresentation = 0 if unsigned else 1
     if padding is not None:
         ds.add_new(0x00280120, "US" if unsigned else "SS", padding)  # PixelPaddingValue
+    for keyword, value in (extra or {}).items():
+        setattr(ds, keyword, value)
     ds.PixelData = np.ascontiguousarray(raw).tobytes()
     ds.save_as(path, enforce_file_format=True)
     return path

@@ -57,3 +57,12 @@ def test_stats_names_missing_scans_columns(tmp_path, capsys):
     code = main(["stats", "--scans", str(_scans(tmp_path)), "--clinical", str(clinical), "out"])
     assert code == 2
     assert "scans.tsv: missing required column" in capsys.readouterr().err
+
+
+def test_pseudonymise_sheet(tmp_path):
+    key = tmp_path / "key"
+    key.write_bytes(b"0123456789abcdef0123456789abcdef")
+    out = tmp_path / "clinical.tsv"
+    assert main(["pseudonymise-sheet", str(_clinical(tmp_path)), str(out), "--key", str(key)]) == 0
+    text = out.read_text()
+    assert "P1" not in text and "\nS-" in text

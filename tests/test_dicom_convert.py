@@ -170,13 +170,20 @@ def test_convert_dicom_dir_all_ct_series_with_manifest(tmp_path):
         tmp_path / "out" / "series.tsv", sep="\t", dtype=str, keep_default_na=False
     )
     assert on_disk["path"].tolist() == table["path"].tolist()
-    assert table["series_number"].tolist() == ["2", "3", "4"]
-    assert table["path"].tolist() == ["P001_20200201_2.nii.gz", "P001_20200201_3.nii.gz", ""]
-    assert table["qc_status"].tolist()[:2] == ["ok", "ok"]
-    assert table["qc_status"].iloc[2].startswith("error: gantry tilt 10.0 deg")
+    assert table["series_number"].tolist() == ["1", "2", "3", "4"]
+    assert table["path"].tolist() == ["", "P001_20200201_2.nii.gz", "P001_20200201_3.nii.gz", ""]
+    assert table["qc_status"].tolist()[:3] == ["skipped", "ok", "ok"]
+    assert table["qc_status"].iloc[3].startswith("error: gantry tilt 10.0 deg")
+    assert table["chosen"].tolist() == [False, True, False, False]
+    reasons = table["reason"].tolist()
+    assert "LOCALIZER" in reasons[0] and reasons[1].startswith("chosen of 2 candidate(s)")
+    assert reasons[2].startswith("not chosen: series 2 preferred (thinner slices")
+    assert reasons[3] == "gantry tilt 10.0 deg: not supported"
+    assert on_disk["reason"].tolist() == reasons
     assert (tmp_path / "out" / "P001_20200201_3.json").is_file()
     with pytest.raises(InputError, match="no CT series"):
         convert_dicom_dir(dicom / "loc", tmp_path / "out2")
+    assert "LOCALIZER" in pd.read_csv(tmp_path / "out2" / "series.tsv", sep="\t")["reason"][0]
 
 
 @needs_real
@@ -231,3 +238,30 @@ def test_real_two_slice_series_converts_with_warning(tmp_path):
     assert array.shape == (2, 512, 512) and array.min() == HU_MIN_STORED  # -2048 clipped
     assert np.array_equal(array[0], array[1])
     assert np.allclose(image.GetSpacing(), (0.625, 0.625, 1.0))
+
+
+def test_fast_writer_matches_simpleitk_nifti(tmp_path):
+    import nibabel as nib
+
+    from serialct.dicom.convert import write_nifti
+
+    voxels = ramp_volume((5, 7, 9), seed=3)
+    c, s = np.cos(0.3), np.sin(0.3)
+    direction = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]]) @ np.array(
+        [[1.0, 0.0, 0.0], [0.0, np.cos(0.2), -np.sin(0.2)], [0.0, np.sin(0.2), np.cos(0.2)]]
+    )
+    image = sitk.GetImageFromArray(voxels)
+    image.SetSpacing((0.7, 0.8, 2.5))
+    image.SetOrigin((-10.0, 20.0, 30.0))
+    image.SetDirection(direction.flatten())
+    sitk.WriteImage(image, str(tmp_path / "itk.nii.gz"), useCompression=True)
+    write_nifti(
+        voxels, (2.5, 0.8, 0.7), np.array([-10.0, 20.0, 30.0]), direction, tmp_path / "f.nii.gz"
+    )
+    ours, theirs = nib.load(tmp_path / "f.nii.gz"), nib.load(tmp_path / "itk.nii.gz")
+    assert np.allclose(ours.affine, theirs.affine, atol=1e-5)
+    assert np.array_equal(np.asarray(ours.dataobj), np.asarray(theirs.dataobj))
+    back = sitk.ReadImage(str(tmp_path / "f.nii.gz"))
+    assert np.allclose(back.GetDirection(), direction.flatten(), atol=1e-6)
+    assert np.allclose(back.GetOrigin(), (-10.0, 20.0, 30.0))
+    assert np.allclose(back.GetSpacing(), (0.7, 0.8, 2.5))

@@ -6,8 +6,7 @@ import pandas as pd
 import pytest
 from dicom_factory import CORONAL, REAL_DATA, REAL_MISSING, ramp_volume, write_series
 
-from serialct.dicom.index import read_headers, select_scans, write_index
-from serialct.errors import InputError
+from serialct.dicom.index import rank_series, read_headers, select_scans, write_index
 
 
 def test_best_series_of_a_study_is_chosen_and_others_logged(tmp_path, caplog):
@@ -84,17 +83,23 @@ def test_same_day_studies_get_suffixes_by_study_time(tmp_path):
     assert scans["study_uid"].tolist() == ["1.5.9", "1.5.1", "1.6"]
 
 
-def test_bad_patient_id_names_file_and_tag(tmp_path):
-    paths = write_series(tmp_path, ramp_volume((3, 4, 4)), patient_id="Doe^Jane")
-    with pytest.raises(InputError, match="PatientID") as err:
-        select_scans(read_headers(tmp_path), "C1")
-    assert str(sorted(paths)[0]) in str(err.value)
+def test_bad_patient_id_is_skipped_with_reason_and_others_continue(tmp_path):
+    write_series(tmp_path / "bad", ramp_volume((3, 4, 4)), patient_id="Doe^Jane", study_uid="1.1")
+    write_series(tmp_path / "ok", ramp_volume((3, 4, 4)), patient_id="P2", study_uid="1.2")
+    scans, table = rank_series(read_headers(tmp_path), "C1")
+    assert scans["patient_id"].tolist() == ["P2"]
+    bad = table[~table["chosen"]].iloc[0]
+    assert bad["patient_id"] == "" and "PatientID is blank or not a usable" in bad["reason"]
+    assert "Doe" not in table.to_csv(sep="\t")
 
 
 @pytest.mark.skipif(not REAL_DATA.is_dir(), reason=REAL_MISSING)
-def test_real_siemens_blank_patient_id_is_refused():
-    with pytest.raises(InputError, match=r"CT\.1\.3\.12.*tag PatientID ''"):
-        select_scans(read_headers(REAL_DATA / "siemens-j2k-abdomen"), "S")
+def test_real_siemens_blank_patient_id_is_reported_not_raised(tmp_path):
+    scans = write_index(REAL_DATA / "siemens-j2k-abdomen", "S", tmp_path / "S.tsv", tmp_path / "S")
+    assert scans.empty
+    table = pd.read_csv(tmp_path / "S.series.tsv", sep="\t", dtype=str, keep_default_na=False)
+    assert table["chosen"].tolist() == ["False"]
+    assert table["reason"].iloc[0].startswith("tag PatientID is blank")
 
 
 @pytest.mark.skipif(not REAL_DATA.is_dir(), reason=REAL_MISSING)

@@ -99,6 +99,26 @@ def test_load_model_errors(tmp_path: Path) -> None:
         load_model(foreign, cpu)
 
 
+def test_load_model_refuses_other_architecture(tmp_path: Path) -> None:
+    cpu = torch.device("cpu")
+    path = _save_tiny(tmp_path / "m.pt")
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["meta"]["architecture"]["segments_per_stage"] = [2, 2, 2, 2, 2, 2, 2]
+    torch.save(ckpt, tmp_path / "other.pt")
+    with pytest.raises(InputError, match="architecture"):
+        load_model(tmp_path / "other.pt", cpu)
+    ckpt["meta"]["architecture"]["segments_per_stage"] = [2, 2, 2, 2, 1, 1, 2]
+    ckpt["meta"]["format"] = "serialct-covid-lesion-net/0"
+    torch.save(ckpt, tmp_path / "old.pt")
+    with pytest.raises(InputError, match="format"):
+        load_model(tmp_path / "old.pt", cpu)
+    ckpt["meta"]["format"] = CHECKPOINT_FORMAT
+    del ckpt["meta"]["preprocess"]
+    torch.save(ckpt, tmp_path / "nopre.pt")
+    with pytest.raises(InputError, match="lacks preprocess"):
+        load_model(tmp_path / "nopre.pt", cpu)
+
+
 def test_load_model_roundtrip(tmp_path: Path) -> None:
     path = _save_tiny(tmp_path / "m.pt")
     model, meta = load_model(path, torch.device("cpu"))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import io
 import re
 from pathlib import Path
 
@@ -19,6 +21,17 @@ def png(path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.new("RGB", (8, 8), "red").save(path)
     return path
+
+
+def test_qc_thumbnails_are_downscaled(tmp_path: Path) -> None:
+    big = tmp_path / "qc.png"
+    Image.new("RGBA", (1548, 412), (10, 200, 30, 255)).save(big)
+    tag = report._img(big, "thumb", report.QC_THUMB_WIDTH)
+    data = base64.b64decode(tag.split("base64,")[1].split('"')[0])
+    with Image.open(io.BytesIO(data)) as thumb:
+        assert thumb.format == "JPEG"
+        assert thumb.size == (report.QC_THUMB_WIDTH, round(412 * report.QC_THUMB_WIDTH / 1548))
+    assert len(data) < big.stat().st_size
 
 
 def test_report_sections_and_embedding(tmp_path: Path, monkeypatch) -> None:
@@ -39,7 +52,12 @@ def test_report_sections_and_embedding(tmp_path: Path, monkeypatch) -> None:
     out = tmp_path / "out" / "report.html"
     write_report(out, stats_dir, tables, figures, qc, config)
     html = out.read_text()
-    assert html.count("data:image/png;base64,") == 1 + 2  # one figure, two QC thumbnails
+    assert html.count("data:image/png;base64,") == 1  # one figure
+    assert html.count("data:image/jpeg;base64,") == 2  # two QC thumbnails
+    assert "Figure 2. Percent of pulmonary lesions" in html  # captions
+    assert html.count('class="caption"') >= 5 + 1 + 3 + 1
+    for heading in ("Peak days with bootstrap", "Mixed-effects model", "Per-centre summary"):
+        assert heading in html
     assert "Only the first 2 of 3 QC overlays" in html
     assert "A/A000/S01" in html
     assert "lung &lt;small&gt; &amp; odd" in html
@@ -49,5 +67,11 @@ def test_report_sections_and_embedding(tmp_path: Path, monkeypatch) -> None:
         assert f"Table {i}." in html
     rho = pd.read_csv(stats_dir / "correlations.tsv", sep="\t").iloc[0]["rho"]
     assert f"{rho:.3f} (n={len(scans)})" in html and "0.920 (n=465)" in html
-    assert re.search(r"peak of lesion_percent, severe.*?day \d+\.\d, \d+\.\d\d %", html)
+    assert re.search(
+        r"peak of lesion_percent, severe.*?day \d+\.\d( \(95 % CI [\d.]+-[\d.]+\))?, \d+\.\d\d %",
+        html,
+    )
+    assert re.search(
+        r"peak of lesion_percent, moderate.*?day \d+\.\d \(95 % CI [\d.]+-[\d.]+\)", html
+    )
     assert 'src="http' not in html and "<link" not in html  # nothing external

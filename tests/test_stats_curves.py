@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 import statsmodels.api as sm
 from cohort_factory import make_cohort
+from scipy import stats
 
-from serialct.stats.curves import FIT_COLUMNS, curve_fit_table, fit_curve, peak_x
+from serialct.stats.curves import FIT_COLUMNS, curve_fit_table, fit_curve, peak_x, polyfit
 
 SEVERE_LESION = (2.89, -0.0912, 0.000794)  # Fig. 3B, severe group
 
@@ -80,3 +82,64 @@ def test_table_rows_and_columns() -> None:
     uses_score = (no_scores["y"] == "ct_score") | (no_scores["x"] == "ct_score")
     assert no_scores.loc[uses_score, "r2"].isna().all()
     assert no_scores.loc[~uses_score, "r2"].notna().all()
+
+
+NIST = Path(__file__).parent / "data" / "nist"
+
+
+def _read_nist(name: str) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
+    """Certified values (key -> number) and the y, x columns of a tests/data/nist file."""
+    certified: dict[str, float] = {}
+    rows: list[tuple[float, float]] = []
+    data = False
+    for line in (NIST / f"{name}.dat").read_text().splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        if line.startswith("data"):
+            data = True
+            continue
+        key, value = line.split()
+        if data:
+            rows.append((float(key), float(value)))
+        else:
+            certified[key] = 1.0 if value == "true" else 0.0 if value == "false" else float(value)
+    y, x = np.array(rows).T
+    return certified, x, y
+
+
+@pytest.mark.parametrize(
+    ("name", "rel"), [("NoInt1", 1e-12), ("NoInt2", 1e-12), ("Pontius", 1e-9), ("Wampler1", 0)]
+)
+def test_nist_strd_certified_values(name: str, rel: float) -> None:
+    cert, x, y = _read_nist(name)
+    degree, constant = int(cert["degree"]), bool(cert["constant"])
+    fit = polyfit(x, y, degree, constant)
+    assert fit is not None
+    for i in range(0 if constant else 1, degree + 1):
+        if rel == 0:  # Wampler1: exact fit, every coefficient 1
+            assert fit.coef[i] == pytest.approx(cert[f"B{i}"], rel=1e-9)
+        else:
+            assert fit.coef[i] == pytest.approx(cert[f"B{i}"], rel=rel)
+    if not constant:
+        assert fit.coef[0] == 0.0
+    if cert["residual_sd"] == 0.0:
+        assert fit.residual_sd < 1e-6 * float(np.abs(y).max())
+        assert fit.r2 == pytest.approx(1.0, abs=1e-12)
+    else:
+        assert fit.residual_sd == pytest.approx(cert["residual_sd"], rel=max(rel, 1e-9))
+        assert fit.r2 == pytest.approx(cert["r2"], rel=max(rel, 1e-12))
+    # the public API gives the same numbers for the models it offers
+    model = {1: "linear", 2: "quadratic"}.get(degree)
+    if model:
+        row = fit_curve(x, y, model, constant)
+        assert row["r2"] == pytest.approx(cert["r2"], rel=1e-12)
+        assert row["b1"] == pytest.approx(cert["B1"], rel=max(rel, 1e-9))
+
+
+def test_nist_noint_uncentered_r2_and_f_by_hand() -> None:
+    _, x, y = _read_nist("NoInt2")
+    row = fit_curve(x, y, "linear", constant=False)
+    # certified ANOVA: regression SS 40.7272727272727, residual SS 0.272727272727273, F 298.667
+    assert row["r2"] == pytest.approx(40.7272727272727 / 41.0, rel=1e-12)
+    assert row["f"] == pytest.approx(298.666666666667, rel=1e-12)
+    assert row["p"] == pytest.approx(float(stats.f.sf(298.666666666667, 1, 2)), rel=1e-9)

@@ -1,5 +1,6 @@
 import datetime as dt
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -74,3 +75,27 @@ def test_patients_table():
     assert patients.loc["P1", "peak_lesion_percent"] == pytest.approx(4.0)
     assert patients.loc["P1", "median_interval_days"] == 7
     assert patients.loc["P1", "lesion_percent_admission"] == pytest.approx(2.0)
+
+
+def test_patients_longitudinal_features():
+    dates = pd.to_datetime(["2020-02-01", "2020-02-05", "2020-02-09", "2020-02-15", "2020-02-20"])
+    scans = pd.DataFrame(
+        {
+            "center": "A",
+            "patient_id": ["P1"] * 5 + ["P2"],
+            "study_date": [*dates, dates[0]],
+            "severity": ["severe"] * 5 + ["moderate"],
+            "days_since_onset": [3.0, 7.0, 11.0, 17.0, 22.0, 5.0],
+            "lesion_percent": [2.0, 10.0, 6.0, 4.0, 3.0, np.nan],
+            "timepoint": [pd.NA] * 6,
+            "ct_score": np.nan,
+        }
+    )
+    patients = build_patients_table(scans).set_index("patient_id")
+    p1 = patients.loc["P1"]
+    assert p1["peak_lesion_percent"] == 10.0 and p1["peak_day_since_onset"] == 7.0
+    assert p1["slope_first_to_peak"] == pytest.approx((10.0 - 2.0) / (7.0 - 3.0))
+    assert p1["resolution_ratio"] == pytest.approx(0.3)
+    assert p1["days_peak_to_half"] == 10.0  # 4 % < 5 % on day 17
+    p2 = patients.loc["P2"]  # one scan without a value: empty features, no crash
+    assert pd.isna(p2["peak_lesion_percent"]) and pd.isna(p2["slope_first_to_peak"])

@@ -75,6 +75,21 @@ def cmd_segment(args: argparse.Namespace) -> None:
     segment_lesions(args.ct, args.lung, Path(args.model or config["model"]), args.out, config)
 
 
+def cmd_segment_slices(args: argparse.Namespace) -> None:
+    from serialct.lesion.slices import segment_slices
+
+    config = _config(args.config)
+    if args.device:
+        config["device"] = args.device
+    center, width = config["lesion"]["slice_window"]
+    n = segment_slices(
+        Path(args.images_dir), Path(args.out_dir), Path(args.model or config["model"]), config,
+        center if args.window_center is None else args.window_center,
+        width if args.window_width is None else args.window_width,
+    )  # fmt: skip
+    print(f"{n} masks in {args.out_dir}")
+
+
 def cmd_masks(args: argparse.Namespace) -> None:
     from serialct.steps import segment_masks
 
@@ -97,6 +112,13 @@ def cmd_reference(args: argparse.Namespace) -> None:
 
     build_reference(args.scan_dirs, Path(args.out), _config(args.config))
     print(args.out)
+
+
+def cmd_pseudonymise_sheet(args: argparse.Namespace) -> None:
+    from serialct.dicom.pseudonym import pseudonymise_sheet
+
+    table = pseudonymise_sheet(Path(args.sheet), Path(args.key), Path(args.out), args.prefix)
+    print(f"{len(table)} rows -> {args.out}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -156,11 +178,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config")
     p.set_defaults(func=cmd_segment)
 
+    p = sub.add_parser(
+        "segment-slices", help="0/1 GGO/2 consolidation PNG mask per windowed 2D slice image"
+    )
+    p.add_argument("images_dir", help="folder of 8-bit windowed PNG/JPG slices")
+    p.add_argument("out_dir", help="one <stem>.png mask per image")
+    p.add_argument("--window-center", type=float, help="HU (default: config lesion.slice_window)")
+    p.add_argument("--window-width", type=float, help="HU (default: config lesion.slice_window)")
+    p.add_argument("--model", help="weights (default: config model)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--config")
+    p.set_defaults(func=cmd_segment_slices)
+
     p = sub.add_parser("quantify", help="metrics.json + qc.png of a scan folder")
     p.add_argument("scan_dir", help="folder with ct/lung/lobes/lesion.nii.gz and ct.json")
     p.add_argument("--reference", help="normal-lung histogram (default: config)")
     p.add_argument("--config")
     p.set_defaults(func=cmd_quantify)
+
+    p = sub.add_parser(
+        "pseudonymise-sheet", help="a clinical/readings sheet with patient_id keyed-hashed"
+    )
+    p.add_argument("sheet")
+    p.add_argument("out")
+    p.add_argument("--key", required=True, help="the same key file as config pseudonymise.key_file")
+    p.add_argument("--prefix", default="S-", help="as config pseudonymise.prefix (default S-)")
+    p.set_defaults(func=cmd_pseudonymise_sheet)
 
     p = sub.add_parser("reference", help="normal-lung HU histogram from scan folders (ct + lung)")
     p.add_argument("scan_dirs", nargs="+")

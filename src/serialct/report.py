@@ -7,6 +7,7 @@ the settings used. Every piece of text is escaped; missing inputs give a note, n
 from __future__ import annotations
 
 import base64
+import io
 import json
 import logging
 import math
@@ -16,10 +17,15 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from PIL import Image
+
+from serialct.stats.describe import format_p
 
 log = logging.getLogger("serialct")
 
 MAX_QC = 60  # QC thumbnails shown; the rest are counted in a note
+QC_THUMB_WIDTH = 600  # px; QC overlays are embedded as downscaled JPEG thumbnails
+JPEG_QUALITY = 80
 QC_OK = "ok"
 TABLE_TITLES = {
     1: "Table 1. Basic characteristics and clinical outcomes",
@@ -27,6 +33,29 @@ TABLE_TITLES = {
     3: "Table 3. Spearman correlation between CT scoring and quantification",
     4: "Table 4. Moderate vs severe at each time point (Mann-Whitney U)",
     5: "Table 5. Correlation at each time point per group",
+}
+TABLE_CAPTIONS = {
+    1: "Per patient. Numbers: median (IQR, SPSS quartiles) with the Mann-Whitney U test; "
+    "categories: n (%) with Pearson's chi-square, or Fisher's exact test for 2x2 tables with an "
+    "expected count below 5. Intervals are in days.",
+    2: "Per scan, all scans that passed QC. Hellinger distance and IOU compare each scan's lung "
+    "HU histogram with the normal-lung reference. Median (IQR); n = scans with a value.",
+    3: "Per scan. Spearman's rho with its two-sided p; the partial rho controls for days since "
+    "symptom onset (ranks residualised on the ranks of the control). Empty: fewer than 3 (4) "
+    "pairs or a constant variable.",
+    4: "At each time point the scan nearest day 0 / 7 / 14 after admission within the window "
+    "(see Settings). Median (IQR) per group; p from the Mann-Whitney U test.",
+    5: "Spearman's rho of CT score vs percent lesion per group at each time point; empty where "
+    "a group has fewer than 3 scans there.",
+}
+FIGURE_CAPTIONS = {
+    "figure2": "Figure 2. Percent of pulmonary lesions vs the radiologists' CT score, all scans, "
+    "with the linear and quadratic Curve Estimation fits (with constant), equations and R².",
+    "figure3": "Figure 3. CT score (A), percent lesions (B), GGO (C) and consolidation (D) vs days "
+    "since symptom onset per group, with cubic fits through the origin (uncentered R²), their "
+    "equations and the peak of each fitted curve (marker).",
+    "figure4": "Figure 4. Serial CT of one patient: a mid-lung axial slice of each scan with the "
+    "lesion segmentation (GGO and consolidation).",
 }
 # Pan et al. 2020 (see paper/): values to hold this cohort's results against
 PAPER = {
@@ -47,21 +76,47 @@ table{border-collapse:collapse;margin:0.5em 0 1.5em;font-size:0.85em}
 th,td{border:1px solid #bbb;padding:2px 6px;text-align:left;vertical-align:top}
 th{background:#eee}
 img.fig{max-width:100%;border:1px solid #ccc}
-.qc{display:inline-block;width:32%;margin:0.3%;font-size:0.75em;vertical-align:top}
+.qc{display:inline-block;width:48%;margin:0.5%;font-size:0.75em;vertical-align:top}
 .qc img{width:100%}
 .note{color:#666;font-size:0.9em}
+.caption{font-size:0.9em;margin:0.2em 0 1.5em;max-width:900px}
+h2{border-bottom:1px solid #ccc;margin-top:1.8em}
+td:not(:first-child){white-space:nowrap}
 """
 
 
-def _img(path: Path, css: str = "fig") -> str:
-    data = base64.b64encode(path.read_bytes()).decode("ascii")
-    return f'<img class="{css}" alt="{escape(path.name)}" src="data:image/png;base64,{data}">'
+def _img(path: Path, css: str = "fig", max_width: int | None = None) -> str:
+    """The image embedded as base64: as is (PNG), or a JPEG thumbnail ``max_width`` px wide."""
+    if max_width is None:
+        data, mime = path.read_bytes(), "png"
+    else:
+        with Image.open(path) as image:
+            thumb = image.convert("RGB")
+        if thumb.width > max_width:
+            height = max(1, round(thumb.height * max_width / thumb.width))
+            thumb = thumb.resize((max_width, height), Image.Resampling.LANCZOS)
+        buffer = io.BytesIO()
+        thumb.save(buffer, format="JPEG", quality=JPEG_QUALITY)
+        data, mime = buffer.getvalue(), "jpeg"
+    encoded = base64.b64encode(data).decode("ascii")
+    return f'<img class="{css}" alt="{escape(path.name)}" src="data:image/{mime};base64,{encoded}">'
+
+
+def _caption(text: str) -> str:
+    return f'<p class="caption">{escape(text)}</p>'
+
+
+def _cell(value: Any) -> str:
+    """Escaped text; leading spaces (the level rows of a categorical variable) stay visible."""
+    text = str(value)
+    stripped = text.lstrip(" ")
+    return "&nbsp;" * 2 * (len(text) - len(stripped)) + escape(stripped)
 
 
 def _table_html(frame: pd.DataFrame) -> str:
     head = "".join(f"<th>{escape(str(c))}</th>" for c in frame.columns)
     body = "".join(
-        "<tr>" + "".join(f"<td>{escape(str(v))}</td>" for v in row) + "</tr>"
+        "<tr>" + "".join(f"<td>{_cell(v)}</td>" for v in row) + "</tr>"
         for row in frame.itertuples(index=False)
     )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
@@ -135,6 +190,12 @@ def _peak_value(row: pd.Series) -> float:
 def _paper_section(stats_dir: Path) -> str:
     corr = _read_tsv(stats_dir / "correlations.tsv")
     fits = _read_tsv(stats_dir / "curve_fits.tsv")
+    peaks = _read_tsv(stats_dir / "peaks.tsv")
+    intervals = {}
+    if peaks is not None:
+        for row in peaks.itertuples(index=False):
+            if row.ci_low != "" and row.ci_high != "":
+                intervals[(row.y, row.group)] = f"{_num(row.ci_low, 1)}-{_num(row.ci_high, 1)}"
     rows: list[tuple[str, str, str]] = []
     if corr is not None:
         hit = corr[
@@ -174,6 +235,9 @@ def _paper_section(stats_dir: Path) -> str:
                 ours = ""
                 if not hit.empty and hit.iloc[0]["peak_x"] != "":
                     ours = f"day {_num(hit.iloc[0]['peak_x'], 1)}"
+                    ci = intervals.get((y, group))
+                    if ci:
+                        ours += f" (95 % CI {ci})"
                     if value is not None:
                         ours += f", {_peak_value(hit.iloc[0]):.2f} %"
                 paper = f"day {day}" + (f", {value:.2f} %" if value is not None else "")
@@ -184,6 +248,64 @@ def _paper_section(stats_dir: Path) -> str:
         "no maximum inside the observed days).</p>"
     )
     return "<h2>Key numbers vs the paper</h2>" + _table_html(frame) + note
+
+
+def _display(frame: pd.DataFrame, digits: dict[str, int]) -> pd.DataFrame:
+    """Numbers rounded for reading, p values as in the tables (empty cells stay empty)."""
+    out = frame.copy()
+    for column, places in digits.items():
+        if column in out.columns:
+            out[column] = out[column].map(lambda v, d=places: _num(v, d) if v != "" else "")
+    for column in ("p", "spearman_p"):
+        if column in out.columns:
+            out[column] = out[column].map(lambda v: format_p(float(v)) if v != "" else "")
+    return out
+
+
+def _extra_sections(stats_dir: Path) -> str:
+    """Beyond the paper: peak days with bootstrap intervals, the mixed model, per-centre table."""
+    parts = []
+    peaks = _read_tsv(stats_dir / "peaks.tsv")
+    if peaks is not None:
+        cols = ["y", "group", "peak_x", "peak_y", "ci_low", "ci_high", "n_valid", "n_boot"]
+        cols += ["n_patients", "n", "note"]
+        shown = _display(peaks, {"peak_x": 1, "peak_y": 2, "ci_low": 1, "ci_high": 1})[cols]
+        n_boot = peaks["n_boot"].iloc[0] if len(peaks) else ""
+        parts.append("<h2>Peak days with bootstrap 95 % intervals (beyond the paper)</h2>")
+        parts.append(_table_html(shown))
+        parts.append(
+            _caption(
+                "Peak (day since onset, value) of each cubic fit through the origin (Fig. 3); "
+                f"95 % interval: 2.5th-97.5th percentile over {n_boot} bootstrap replicates that "
+                "resample patients (all their scans) within each group, seeded. n_valid: "
+                "replicates whose fitted curve has a maximum inside the observed days."
+            )
+        )
+    mixed = _read_tsv(stats_dir / "mixed_model.tsv")
+    if mixed is not None:
+        parts.append("<h2>Mixed-effects model of percent lesion (beyond the paper)</h2>")
+        parts.append(_table_html(_display(mixed, {"coef": 4, "se": 4})))
+        parts.append(
+            _caption(
+                "Linear mixed-effects model (statsmodels MixedLM, REML): percent lesion on a "
+                "cubic in days since onset / 10, severity (severe vs moderate) and their "
+                "interactions, with a random intercept per patient; Wald p values. An empty "
+                "row with a note: too few patients, or the fit failed or did not converge."
+            )
+        )
+    centers = _read_tsv(stats_dir / "centers.tsv")
+    if centers is not None:
+        parts.append("<h2>Per-centre summary</h2>")
+        parts.append(_table_html(_display(centers, {"spearman_rho": 3})))
+        parts.append(
+            _caption(
+                "Per centre (and all centres pooled): patients by group, scans, median (IQR) of "
+                "scans per patient, days since onset, percent lesion and CT score, and the "
+                "Spearman correlation of CT score vs percent lesion. Patients are keyed by "
+                "centre and patient id, so equal ids at two centres are two patients."
+            )
+        )
+    return "\n".join(parts)
 
 
 def _settings_section(config: dict[str, Any]) -> str:
@@ -215,13 +337,22 @@ def _settings_section(config: dict[str, Any]) -> str:
 
 
 def _qc_section(qc_pngs: list[Path]) -> str:
-    parts = [f"<h2>QC overlays ({len(qc_pngs)} scans)</h2>"]
+    parts = [
+        f"<h2>QC overlays ({len(qc_pngs)} scans)</h2>",
+        _caption(
+            "Per scan: three axial slices (25/50/75 % of the lung's extent) and one coronal "
+            "slice in the lung window, with the lung outline and the lesion labels in colour. "
+            f"Downscaled thumbnails ({QC_THUMB_WIDTH} px wide); the full-size qc.png lies next "
+            "to each scan's results."
+        ),
+    ]
     shown = [Path(p) for p in qc_pngs[:MAX_QC]]
     for path in shown:
         if not path.is_file():
             continue
         caption = "/".join(path.parts[-4:-1]) or path.name
-        parts.append(f'<div class="qc">{_img(path, "thumb")}<br>{escape(caption)}</div>')
+        thumb = _img(path, "thumb", QC_THUMB_WIDTH)
+        parts.append(f'<div class="qc">{thumb}<br>{escape(caption)}</div>')
     if len(qc_pngs) > MAX_QC:
         parts.append(
             f'<p class="note">Only the first {MAX_QC} of {len(qc_pngs)} QC overlays are '
@@ -244,10 +375,15 @@ def write_report(
     for i, title in TABLE_TITLES.items():
         frame = _read_tsv(stats_dir / f"table{i}.tsv")
         body = _table_html(frame) if frame is not None else '<p class="note">not available</p>'
-        sections.append(f"<h2>{escape(title)}</h2>{body}")
+        sections.append(f"<h2>{escape(title)}</h2>{body}{_caption(TABLE_CAPTIONS[i])}")
     sections.append(_paper_section(stats_dir))
+    sections.append(_extra_sections(stats_dir))
     figures = sorted(figures_dir.glob("*.png")) if figures_dir.is_dir() else []
-    figures_html = "".join(f"<h3>{escape(p.stem)}</h3>{_img(p)}" for p in figures)
+    figures_html = "".join(
+        f"<h3>{escape(p.stem)}</h3>{_img(p)}"
+        + _caption(FIGURE_CAPTIONS.get(p.stem, f"{p.stem} (no caption)"))
+        for p in figures
+    )
     sections.append("<h2>Figures</h2>" + (figures_html or '<p class="note">none</p>'))
     sections.append(_qc_section(list(qc_pngs)))
     sections.append(_settings_section(config))

@@ -50,12 +50,26 @@ class _Timer:
         log.info("%s took %.1f s", self.what, time.perf_counter() - self.start)
 
 
-def index_center(dicom: Path, center: str, out_tsv: Path, manifest_dir: Path) -> None:
+def index_center(
+    dicom: Path, center: str, out_tsv: Path, manifest_dir: Path,
+    config: dict[str, Any] | None = None,
+) -> None:  # fmt: skip
+    """Scan index, manifests and ``index/{center}.series.tsv`` (config ``series``,
+    ``pseudonymise``; the pseudonym mapping must lie outside ``results``)."""
+    from serialct.config import defaults
     from serialct.dicom.index import write_index
+    from serialct.dicom.pseudonym import check_outside
 
+    config = config if config is not None else defaults()
+    pseudonymise = config.get("pseudonymise")
+    if pseudonymise:
+        check_outside(Path(pseudonymise["mapping"]), Path(config["results"]))
     with _Timer(f"index of centre {center}"):
         cache = Path(out_tsv).with_suffix(".headers-cache.tsv")
-        found = write_index(Path(dicom), center, Path(out_tsv), Path(manifest_dir), cache=cache)
+        found = write_index(
+            Path(dicom), center, Path(out_tsv), Path(manifest_dir), cache=cache,
+            series_cfg=config["series"], pseudonymise=pseudonymise,
+        )  # fmt: skip
     log.info("centre %s: %d scans indexed", center, len(found))
 
 
@@ -69,17 +83,35 @@ def convert_scan(manifest: Path, out_nifti: Path, out_json: Path) -> None:
     _write_json(out_json, sidecar)
 
 
-def segment_masks(ct_path: Path, lung_out: Path, lobes_out: Path, config: dict[str, Any]) -> None:
-    from serialct.lobes import segment_lobes
-    from serialct.lung import segment_lungs
+def segment_masks(
+    ct_path: Path,
+    lung_out: Path,
+    lobes_out: Path,
+    config: dict[str, Any],
+    user_lobes: Path | None = None,
+) -> list[str]:
+    """Lung and lobe masks; ``user_lobes`` (a lobe mask from ``lobes_from``, see
+    ``serialct.lobes.user_lobes_path``) replaces the approximate split. The lung QC reasons are
+    returned and written to ``lung_qc.json`` beside ``lung_out``."""
+    from serialct.lobes import load_user_lobes, segment_lobes
+    from serialct.lung import lung_qc, segment_lungs
 
     ct = _read_image(ct_path)
     with _Timer("lung mask"):
         lung = segment_lungs(ct, config["lung"])
     with _Timer("lobes"):
-        lobes = segment_lobes(ct, lung)
+        if user_lobes is not None:
+            lobes = load_user_lobes(Path(user_lobes), ct)
+        else:
+            lobes = segment_lobes(ct, lung)
+    reasons = lung_qc(lung, config["lung"])
     sitk.WriteImage(lung, str(lung_out), useCompression=True)
     sitk.WriteImage(lobes, str(lobes_out), useCompression=True)
+    _write_json(
+        Path(lung_out).parent / "lung_qc.json",
+        {"qc_messages": reasons, "lobes": str(user_lobes) if user_lobes else "approximate"},
+    )
+    return reasons
 
 
 def segment_lesions(
@@ -110,6 +142,13 @@ def quantify_scan(
         k: identity.get(k) for k in ("center", "patient_id", "scan_id", "study_date", "qc_status")
     }
     metrics["qc_messages"] = identity.get("qc_messages", [])
+    lung_qc = scan_dir / "lung_qc.json"
+    lung_reasons = json.loads(lung_qc.read_text())["qc_messages"] if lung_qc.is_file() else []
+    if lung_reasons:
+        metrics["qc_messages"] = [*metrics["qc_messages"], *lung_reasons]
+        status = metrics["qc_status"] or "ok"
+        prefix = "warn: " if status == "ok" else f"{status}; "
+        metrics["qc_status"] = prefix + "; ".join(lung_reasons)
     metrics.update(measured)
     _write_json(metrics_out, metrics)
     qc_overlay(scan_dir / "ct.nii.gz", scan_dir / "lung.nii.gz", scan_dir / "lesion.nii.gz", qc_png)
@@ -140,6 +179,36 @@ def build_tables(
     )
 
 
+def _sheet_center(sheet: pd.DataFrame, scans: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """A clinical or readings sheet tagged with its centre (unless it has a ``center`` column):
+    the centre whose scans match most of the sheet's rows on patient_id and date (readings:
+    study_date; clinical: onset_date = study_date - days_since_onset); untagged on a tie."""
+    if "center" in sheet.columns or "center" not in scans.columns or sheet.empty:
+        return sheet
+    study = pd.to_datetime(scans["study_date"]).dt.normalize()
+    if "study_date" in sheet.columns:
+        scan_date, sheet_date = study, pd.to_datetime(sheet["study_date"]).dt.normalize()
+    else:
+        onset = pd.to_numeric(scans.get("days_since_onset"), errors="coerce")
+        scan_date = study - pd.to_timedelta(onset, unit="D")
+        sheet_date = pd.to_datetime(sheet["onset_date"]).dt.normalize()
+    keys = set(zip(sheet["patient_id"].astype(str), sheet_date, strict=True))
+    hits = [
+        (pid, date) in keys
+        for pid, date in zip(scans["patient_id"].astype(str), scan_date, strict=True)
+    ]
+    overlap = (
+        scans.assign(_pid=scans["patient_id"].astype(str))[hits]
+        .groupby("center")["_pid"]
+        .nunique()
+        .sort_values(ascending=False)
+    )
+    if overlap.empty or (len(overlap) > 1 and overlap.iloc[0] == overlap.iloc[1]):
+        log.warning("%s: cannot tell which centre this sheet belongs to", path)
+        return sheet
+    return sheet.assign(center=str(overlap.index[0]))
+
+
 def cohort_stats(
     scans_tables: Sequence[Path], clinical_sheets: Sequence[Path], readings_sheets: Sequence[Path],
     config: dict[str, Any], out_dir: Path,
@@ -147,10 +216,11 @@ def cohort_stats(
     """The cohort analysis from per-scan tables alone (several centres' tables pool)."""
     from serialct.stats.cohort import run_cohort_stats
 
-    clinical = pd.concat(
-        [sheets.read_clinical(Path(p)) for p in clinical_sheets], ignore_index=True
-    )
+    clinical_frames = [(Path(p), sheets.read_clinical(Path(p))) for p in clinical_sheets]
     scans = pd.concat([sheets.read_scans_table(Path(p)) for p in scans_tables], ignore_index=True)
+    clinical = pd.concat(
+        [_sheet_center(frame, scans, path) for path, frame in clinical_frames], ignore_index=True
+    )
     duplicated = scans.duplicated(["center", "patient_id", "scan_id"], keep=False)
     if duplicated.any():
         first = scans[duplicated].iloc[0]
@@ -159,7 +229,15 @@ def cohort_stats(
             "one scans table; pool each centre's table once"
         )
     for path in readings_sheets:
-        scans = sheets.attach_readings(scans, sheets.read_readings(Path(path)))
+        readings = _sheet_center(sheets.read_readings(Path(path)), scans, Path(path))
+        if "center" not in readings.columns:
+            scans = sheets.attach_readings(scans, readings)
+            continue
+        at = scans["center"].astype(str) == str(readings["center"].iloc[0])
+        scans = pd.concat(
+            [sheets.attach_readings(scans[at], readings.drop(columns="center")), scans[~at]],
+            ignore_index=True,
+        )
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     run_cohort_stats(scans, clinical, config, Path(out_dir))
 

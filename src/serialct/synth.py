@@ -39,6 +39,7 @@ from serialct.phantom import (
     draw_anatomy,
     draw_phantom,
     origin_for_shape,
+    spacing_for_shape,
 )
 
 log = logging.getLogger("serialct")
@@ -392,6 +393,10 @@ def synth_cohort(
         },
         "reference_histogram": str(reference),
     }
+    thickness = spacing_for_shape(shape)[0]
+    if thickness > cfg["series"]["max_slice_thickness_mm"]:
+        # the demo's coarse slices are thicker than a diagnostic series: accept them explicitly
+        config["series"] = {"max_slice_thickness_mm": float(np.ceil(thickness))}
     validate_config(copy.deepcopy(config), source="synthetic config")
     config_path = out / "config.yaml"
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))

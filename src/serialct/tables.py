@@ -93,16 +93,52 @@ def build_scans_table(
     return scans.reset_index(drop=True), issue_frame
 
 
+def _longitudinal(group: pd.DataFrame) -> dict[str, float]:
+    """Peak, day of peak, first-to-peak slope and resolution of one patient's percent lesion.
+
+    slope: (peak - first) / (peak day - first day) in percentage points per day (empty when
+    the first scan is the peak); resolution_ratio: last / peak (empty when the peak is 0);
+    days_peak_to_half: days from the peak to the first later scan below half the peak (empty
+    when none)."""
+    data = group[["days_since_onset", "lesion_percent"]].apply(pd.to_numeric, errors="coerce")
+    data = data.dropna()
+    out = dict.fromkeys(
+        (
+            "peak_lesion_percent",
+            "peak_day_since_onset",
+            "first_lesion_percent",
+            "slope_first_to_peak",
+            "resolution_ratio",
+            "days_peak_to_half",
+        ),
+        np.nan,
+    )
+    if data.empty:
+        return out
+    days, values = data["days_since_onset"].to_numpy(float), data["lesion_percent"].to_numpy(float)
+    top = int(np.argmax(values))
+    peak, peak_day = float(values[top]), float(days[top])
+    out |= {
+        "peak_lesion_percent": peak,
+        "peak_day_since_onset": peak_day,
+        "first_lesion_percent": float(values[0]),
+    }
+    if peak_day > days[0]:
+        out["slope_first_to_peak"] = (peak - float(values[0])) / (peak_day - float(days[0]))
+    if peak > 0:
+        out["resolution_ratio"] = float(values[-1]) / peak
+        later = np.flatnonzero((days > peak_day) & (values < 0.5 * peak))
+        if later.size:
+            out["days_peak_to_half"] = float(days[later[0]]) - peak_day
+    return out
+
+
 def build_patients_table(scans: pd.DataFrame) -> pd.DataFrame:
-    """One row per patient: scan count, follow-up, peak and last lesion burden, per time point."""
+    """One row per (center, patient): scan count, follow-up, longitudinal features of percent
+    lesion (see ``_longitudinal``), last value and the values at each time point."""
     rows = []
-    for (center, pid), group in scans.groupby(["center", "patient_id"], sort=True):
+    for (center, pid), group in scans.groupby(["center", "patient_id"], sort=True, dropna=False):
         group = group.sort_values("study_date")
-        peak = (
-            group.loc[group["lesion_percent"].idxmax()]
-            if group["lesion_percent"].notna().any()
-            else None
-        )
         row: dict[str, Any] = {
             "center": center,
             "patient_id": pid,
@@ -120,8 +156,7 @@ def build_patients_table(scans: pd.DataFrame) -> pd.DataFrame:
             if len(group) > 1
             else np.nan,
             "followup_days_since_onset": group["days_since_onset"].max(),
-            "peak_lesion_percent": peak["lesion_percent"] if peak is not None else np.nan,
-            "peak_day_since_onset": peak["days_since_onset"] if peak is not None else np.nan,
+            **_longitudinal(group),
             "last_lesion_percent": group["lesion_percent"].iloc[-1],
         }
         for tp in ("admission", "week1", "week2"):

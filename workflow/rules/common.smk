@@ -22,6 +22,9 @@ STATS_FILES = [
     *(f"{RESULTS}/stats/table{i}.tsv" for i in range(1, 6)),
     f"{RESULTS}/stats/correlations.tsv",
     f"{RESULTS}/stats/curve_fits.tsv",
+    f"{RESULTS}/stats/peaks.tsv",
+    f"{RESULTS}/stats/mixed_model.tsv",
+    f"{RESULTS}/stats/centers.tsv",
 ]
 FIGURES = [f"{RESULTS}/figures/figure{i}.png" for i in (2, 3, 4)]
 PER_SCAN = ["ct.nii.gz", "lung.nii.gz", "lobes.nii.gz", "lesion.nii.gz", "metrics.json", "qc.png"]
@@ -45,6 +48,18 @@ def grows(base):
 def parent_of(name):
     """Params function: the folder of a named input (derived, so it also holds off-node)."""
     return lambda wildcards, input: str(Path(input[name][0]).parent)
+
+
+def user_lobes(wildcards):
+    """The user's own lobe mask of this scan (config lobes_from), or nothing."""
+    from serialct.lobes import user_lobes_path
+
+    if not config.get("lobes_from"):
+        return []
+    found = user_lobes_path(
+        Path(config["lobes_from"]), wildcards.center, wildcards.patient, wildcards.scan
+    )
+    return [str(found)] if found else []
 
 
 def dicom_root(wildcards):

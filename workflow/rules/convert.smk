@@ -4,6 +4,7 @@
 checkpoint index:
     output:
         index=f"{RESULTS}/index/{{center}}.tsv",
+        series=f"{RESULTS}/index/{{center}}.series.tsv",
     params:
         dicom=dicom_root,
         fingerprint=dicom_fingerprint,

@@ -4,9 +4,11 @@
 rule lung:
     input:
         ct=f"{SCAN_DIR}/ct.nii.gz",
+        user_lobes=user_lobes,
     output:
         lung=f"{SCAN_DIR}/lung.nii.gz",
         lobes=f"{SCAN_DIR}/lobes.nii.gz",
+        qc=f"{SCAN_DIR}/lung_qc.json",
     log:
         f"{LOGS}/lung/{{center}}/{{patient}}/{{scan}}.log",
     benchmark:

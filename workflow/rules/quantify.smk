@@ -6,6 +6,7 @@ rule quantify:
         ct=f"{SCAN_DIR}/ct.nii.gz",
         sidecar=f"{SCAN_DIR}/ct.json",
         lung=f"{SCAN_DIR}/lung.nii.gz",
+        lung_qc=f"{SCAN_DIR}/lung_qc.json",
         lobes=f"{SCAN_DIR}/lobes.nii.gz",
         lesion=f"{SCAN_DIR}/lesion.nii.gz",
         reference=config["reference_histogram"],

@@ -11,4 +11,5 @@ index_center(
     snakemake.wildcards.center,
     snakemake.output.index,
     snakemake.params.manifests,
+    snakemake.config,
 )

@@ -6,4 +6,10 @@ from serialct.logs import setup
 from serialct.steps import segment_masks
 
 setup()
-segment_masks(snakemake.input.ct, snakemake.output.lung, snakemake.output.lobes, snakemake.config)
+segment_masks(
+    snakemake.input.ct,
+    snakemake.output.lung,
+    snakemake.output.lobes,
+    snakemake.config,
+    user_lobes=snakemake.input.user_lobes or None,  # a path with config lobes_from, else empty
+)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
 
@@ -45,6 +46,8 @@ TAGS: Final = (
     "GantryDetectorTilt",
     "InstanceNumber",
     "AcquisitionNumber",
+    "AcquisitionTime",
+    "TemporalPositionIdentifier",
     "PixelRepresentation",
     "RescaleSlope",
     "RescaleIntercept",
@@ -94,15 +97,18 @@ def _binary_text(ds: Dataset, keyword: str) -> str:
     return _text(ds[tag].value) if tag in ds else ""
 
 
-def read_header(path: str | Path) -> dict[str, str] | None:
-    """The ``TAGS`` of one file as strings, or None when it is not a DICOM file."""
+def read_dataset(
+    path: str | Path, with_pixels: bool = False
+) -> tuple[dict[str, str], Dataset] | None:
+    """The ``TAGS`` of one file as strings and its pydicom dataset (pixel data included when
+    ``with_pixels``), or None when it is not a DICOM file."""
     path = str(path)
     try:
         with open(path, "rb") as fh:
             fh.seek(DICOM_MAGIC_OFFSET)
             preamble = fh.read(len(DICOM_MAGIC)) == DICOM_MAGIC
             fh.seek(0)
-            ds: Dataset = pydicom.dcmread(fh, stop_before_pixels=True, force=True)
+            ds: Dataset = pydicom.dcmread(fh, stop_before_pixels=not with_pixels, force=True)
             row = {
                 tag: _binary_text(ds, tag) if tag in BINARY_TAGS else _raw_text(ds, tag)
                 for tag in TAGS
@@ -115,7 +121,13 @@ def read_header(path: str | Path) -> dict[str, str] | None:
         return None
     meta = getattr(ds, "file_meta", None)
     row[TRANSFER_SYNTAX] = _text(meta.get(TRANSFER_SYNTAX)) if meta is not None else ""
-    return row
+    return row, ds
+
+
+def read_header(path: str | Path) -> dict[str, str] | None:
+    """The ``TAGS`` of one file as strings, or None when it is not a DICOM file."""
+    found = read_dataset(path)
+    return None if found is None else found[0]
 
 
 def _load_cache(cache: Path) -> dict[str, dict[str, str]]:
@@ -144,13 +156,17 @@ def _clean(value: str) -> str:
     return value.replace("\t", " ").replace("\n", " ").replace("\r", " ")
 
 
-def read_headers(root: Path, cache: Path | None = None) -> pd.DataFrame:
+def read_headers(
+    root: Path, cache: Path | None = None, map_id: Callable[[str], str] | None = None
+) -> pd.DataFrame:
     """One row per DICOM file under ``root`` (columns ``COLUMNS``; size and mtime_ns as int).
 
     Headers are read with ``stop_before_pixels``; non-DICOM files are skipped (logged at debug).
     With ``cache`` (a TSV), files whose path, size and mtime are unchanged are not read again;
     the cache is rewritten only when something changed. Keep it outside ``root`` or give it a
-    name starting with ``.`` so that it does not change the tree's fingerprint.
+    name starting with ``.`` so that it does not change the tree's fingerprint. ``map_id``
+    (a pseudonymiser) replaces PatientID as each header is read, before anything is cached, so
+    that a cache holds pseudonyms only; use one cache per key.
     """
     root = Path(os.path.abspath(root))
     if not root.is_dir():
@@ -167,6 +183,8 @@ def read_headers(root: Path, cache: Path | None = None) -> pd.DataFrame:
             continue
         n_read += 1
         header = read_header(path)
+        if header is not None and map_id is not None:
+            header["PatientID"] = map_id(header["PatientID"])
         row = {"path": path, "size": size, "mtime_ns": mtime, IS_DICOM: "1" if header else "0"}
         row.update({k: _clean(v) for k, v in (header or {}).items()})
         rows.append({c: row.get(c, "") for c in (*COLUMNS, IS_DICOM)})

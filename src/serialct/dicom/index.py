@@ -14,16 +14,24 @@ import math
 import os
 import re
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import pandas as pd
 
+from serialct.dicom.geometry import TILT_TOLERANCE_DEG
 from serialct.dicom.headers import read_headers
+from serialct.dicom.pseudonym import Pseudonymiser
 from serialct.dicom.series import describe, iso_date, list_series
 from serialct.dicom.tree import tree_fingerprint
-from serialct.errors import InputError
 
-__all__ = ["read_headers", "select_scans", "tree_fingerprint", "write_index", "write_if_changed"]
+__all__ = [
+    "rank_series",
+    "read_headers",
+    "select_scans",
+    "tree_fingerprint",
+    "write_index",
+    "write_if_changed",
+]
 
 logger = logging.getLogger("serialct")
 
@@ -47,86 +55,205 @@ SCAN_COLUMNS: Final = (
 MANIFEST_SUFFIX: Final = ".json"
 
 
-def _rank_key(row: pd.Series) -> tuple:
-    """Sort key, best series first: original images, most slices, thinnest, lowest number."""
+SERIES_TABLE_SUFFIX: Final = ".series.tsv"
+SERIES_TABLE_COLUMNS: Final = (
+    "center",
+    "patient_id",
+    "study_date",
+    "study_uid",
+    "series_uid",
+    "series_key",
+    "series_number",
+    "acquisition",
+    "series_description",
+    "modality",
+    "image_type",
+    "kernel",
+    "n_files",
+    "slice_thickness",
+    "coverage_mm",
+    "gantry_tilt_deg",
+    "chosen",
+    "scan_id",
+    "reason",
+)
+RANK_CRITERIA: Final = (
+    "ORIGINAL before DERIVED",
+    "kernel preference",
+    "larger coverage",
+    "thinner slices",
+    "more slices",
+    "lower series number",
+    "earlier acquisition",
+)
+
+
+def _series_cfg(series_cfg: dict[str, Any] | None) -> dict[str, Any]:
+    if series_cfg is None:
+        from serialct.config import defaults
+
+        return defaults()["series"]
+    return series_cfg
+
+
+def _kernel_rank(kernel: str, preference: list[str]) -> int:
+    for i, part in enumerate(preference):
+        if part.strip() and part.strip().upper() in kernel.upper():
+            return i
+    return len(preference)
+
+
+def _rank_key(row: pd.Series, cfg: dict[str, Any], max_coverage: float) -> tuple:
+    """Sort key, best series first, one entry per ``RANK_CRITERIA``."""
     try:
         number = float(row["series_number"])
     except ValueError:
         number = math.inf
     thickness = row["slice_thickness"]
+    deficit = max_coverage - row["coverage_mm"]
     return (
-        not row["is_original"],
-        -row["n_files"],
+        bool(cfg["prefer_original"]) and not row["is_original"],
+        _kernel_rank(row["kernel"], list(cfg["kernel_preference"])),
+        0.0 if deficit <= cfg["coverage_tolerance_mm"] else deficit,
         math.inf if math.isnan(thickness) else thickness,
+        -row["n_files"],
         number,
-        row["series_key"],
+        (row["acquisition"], row["series_key"]),
     )
 
 
-def _validate(row: pd.Series) -> str:
-    """Check PatientID and StudyDate of a kept series; return the ISO study date."""
-    path = row["files"][0]
+def _check(row: pd.Series, cfg: dict[str, Any]) -> str:
+    """Why a listed CT series cannot be a scan (checked from headers alone); empty if it can."""
+    if row["skip_reason"]:
+        return row["skip_reason"]
+    if not row["is_axial"]:
+        return f"not axial (orientation {row['orientation']})"
+    if row["gantry_tilt_deg"] > TILT_TOLERANCE_DEG:
+        return f"gantry tilt {row['gantry_tilt_deg']:.1f} deg: not supported"
     if not PATIENT_ID_PATTERN.fullmatch(row["patient_id"]):
-        raise InputError(
-            f"{path}: tag PatientID {row['patient_id']!r} is not a usable patient id (expected "
-            "letters, digits, '.', '_' or '-' only, not blank); pseudonymise PatientID to match "
-            "the clinical sheet's patient_id"
+        return (
+            "tag PatientID is blank or not a usable patient id (value withheld; expected "
+            "letters, digits, '.', '_' or '-'); pseudonymise PatientID to match the clinical sheet"
         )
     try:
-        return iso_date(row["study_date"])
+        iso_date(row["study_date"])
     except ValueError:
-        raise InputError(
-            f"{path}: tag StudyDate {row['study_date']!r} is not a date YYYYMMDD; "
-            "every scan is identified by patient and study date"
-        ) from None
+        return f"tag StudyDate {row['study_date']!r} is not a date YYYYMMDD"
+    thickness = row["slice_thickness"]
+    low, high = cfg["min_slice_thickness_mm"], cfg["max_slice_thickness_mm"]
+    if not math.isnan(thickness) and not low <= thickness <= high:
+        return f"slice thickness {thickness:g} mm outside [{low:g}, {high:g}] mm (config series)"
+    return ""
 
 
-def select_scans(headers: pd.DataFrame, center: str) -> pd.DataFrame:
-    """One row per scan (patient, study): the best CT series for lung quantification.
-
-    Non-CT, localizers, secondary captures and non-axial series are dropped and logged; of
-    several CT series in one study the first by ``_rank`` is kept and the others are logged.
-    Columns ``SCAN_COLUMNS``; ``files`` is the sorted list of paths.
-    """
-    series = list_series(headers)
-    for _, row in series[series["skip_reason"] != ""].iterrows():
-        logger.info("%s: %s skipped: %s", center, describe(row), row["skip_reason"])
-    series = series[series["skip_reason"] == ""]
-    for _, row in series[~series["is_axial"].astype(bool)].iterrows():
-        logger.info(
-            "%s: %s skipped: not axial (orientation %s)", center, describe(row), row["orientation"]
-        )
-    series = series[series["is_axial"].astype(bool)].copy()
-    if series.empty:
-        logger.warning("%s: no CT scan found", center)
-        return pd.DataFrame(columns=list(SCAN_COLUMNS))
-    series["iso_date"] = [_validate(row) for _, row in series.iterrows()]
-    study = series["study_uid"].where(
-        series["study_uid"] != "", "date:" + series["study_date"] + "|" + series["study_time"]
+def _summary(row: pd.Series) -> str:
+    kind = "ORIGINAL" if row["is_original"] else "DERIVED"
+    kernel = f", kernel {row['kernel']}" if row["kernel"] else ""
+    return (
+        f"{kind}{kernel}, coverage {row['coverage_mm']:.0f} mm, thickness "
+        f"{row['slice_thickness']:g} mm, {row['n_files']} slices"
     )
-    studies: dict[tuple[str, str], list[pd.Series]] = {}
-    for (_, row), key in zip(series.iterrows(), study, strict=True):
-        studies.setdefault((row["patient_id"], key), []).append(row)
+
+
+def _label(row: pd.Series) -> str:
+    number = row["series_number"] or row["series_key"]
+    return f"series {number}" + (f" [{row['acquisition']}]" if row["acquisition"] else "")
+
+
+def rank_series(
+    headers: pd.DataFrame, center: str, series_cfg: dict[str, Any] | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The scans (as ``select_scans``) and the series table: every series with chosen + reason.
+
+    Rule (config ``series``): non-CT, localizers, secondary captures, repeated positions no
+    acquisition tag separates, non-axial, gantry-tilted, unusable PatientID or StudyDate and
+    slice thickness outside [min, max] are skipped; of the rest, per study, the first by
+    ``RANK_CRITERIA`` is chosen. Nothing raises: every skipped series has its reason.
+    """
+    cfg = _series_cfg(series_cfg)
+    series = list_series(headers)
+    series["reason"] = [_check(row, cfg) for _, row in series.iterrows()]
+    series["chosen"] = False
+    series["scan_id"] = ""
+    for _, row in series[series["reason"] != ""].iterrows():
+        logger.info("%s: %s skipped: %s", center, describe(row), row["reason"])
+    usable = series[series["reason"] == ""]
+    study = usable["study_uid"].where(
+        usable["study_uid"] != "", "date:" + usable["study_date"] + "|" + usable["study_time"]
+    )
+    studies: dict[tuple[str, str], list[int]] = {}
+    for i, key in zip(usable.index, study, strict=True):
+        studies.setdefault((usable.at[i, "patient_id"], key), []).append(i)
     chosen = []
     for members in studies.values():
-        best, *others = sorted(members, key=_rank_key)
+        max_coverage = max(series.at[i, "coverage_mm"] for i in members)
+        keys = {i: _rank_key(series.loc[i], cfg, max_coverage) for i in members}
+        best, *others = sorted(members, key=keys.__getitem__)
+        best_row = series.loc[best]
+        series.at[best, "chosen"] = True
+        series.at[best, "reason"] = f"chosen of {len(members)} candidate(s): {_summary(best_row)}"
         for other in others:
+            criterion = next(
+                name
+                for name, a, b in zip(RANK_CRITERIA, keys[best], keys[other], strict=True)
+                if a != b
+            )
+            series.at[other, "reason"] = (
+                f"not chosen: {_label(best_row)} preferred ({criterion}; "
+                f"{_summary(series.loc[other])})"
+            )
             logger.info(
-                "%s: patient %s %s: %s skipped, %s chosen (more/thinner original slices)",
+                "%s: patient %s %s: %s skipped, %s chosen (%s)",
                 center,
-                best["patient_id"],
-                best["study_date"],
-                describe(other),
-                describe(best),
+                best_row["patient_id"],
+                best_row["study_date"],
+                describe(series.loc[other]),
+                describe(best_row),
+                criterion,
             )
         chosen.append(best)
-    scans = pd.DataFrame(chosen)
-    scans = scans.sort_values(["patient_id", "study_date", "study_time", "study_uid"])
-    rank = scans.groupby(["patient_id", "study_date"]).cumcount() + 1
-    scans["scan_id"] = scans["study_date"] + rank.map(lambda r: "" if r == 1 else f"-{r}")
-    scans["study_date"] = scans["iso_date"]
-    scans["center"] = center
-    return scans[list(SCAN_COLUMNS)].reset_index(drop=True)
+    if not chosen:
+        logger.warning("%s: no CT scan found", center)
+        scans = pd.DataFrame(columns=list(SCAN_COLUMNS))
+    else:
+        scans = series.loc[chosen].copy()
+        scans = scans.sort_values(["patient_id", "study_date", "study_time", "study_uid"])
+        rank = scans.groupby(["patient_id", "study_date"]).cumcount() + 1
+        scans["scan_id"] = scans["study_date"] + rank.map(lambda r: "" if r == 1 else f"-{r}")
+        series.loc[scans.index, "scan_id"] = scans["scan_id"]
+        scans["study_date"] = [iso_date(d) for d in scans["study_date"]]
+        scans["center"] = center
+        scans = scans[list(SCAN_COLUMNS)].reset_index(drop=True)
+    for patient, group in series.groupby("patient_id"):
+        if not group["chosen"].any():
+            logger.warning(
+                "%s: patient %s has no usable CT series (%d series skipped; see the series table)",
+                center,
+                patient if PATIENT_ID_PATTERN.fullmatch(str(patient)) else "(unusable id)",
+                len(group),
+            )
+    table = series.copy()
+    table["center"] = center
+    bad_id = ~table["patient_id"].map(lambda v: bool(PATIENT_ID_PATTERN.fullmatch(v)))
+    table.loc[bad_id, "patient_id"] = ""  # an unusable PatientID may be a name: never written
+    return scans, table[list(SERIES_TABLE_COLUMNS)].reset_index(drop=True)
+
+
+def select_scans(
+    headers: pd.DataFrame, center: str, series_cfg: dict[str, Any] | None = None
+) -> pd.DataFrame:
+    """One row per scan (patient, study): the best CT series for lung quantification.
+
+    Columns ``SCAN_COLUMNS``; ``files`` is the sorted list of paths. See ``rank_series`` for
+    the rule; ``series_cfg`` is config ``series`` (default: the schema's defaults).
+    """
+    return rank_series(headers, center, series_cfg)[0]
+
+
+def series_table_path(out_tsv: Path) -> Path:
+    """``index/C1.tsv`` -> ``index/C1.series.tsv``."""
+    out_tsv = Path(out_tsv)
+    return out_tsv.with_name(out_tsv.name.removesuffix(".tsv") + SERIES_TABLE_SUFFIX)
 
 
 def write_if_changed(path: Path, text: str) -> bool:
@@ -155,16 +282,43 @@ def manifest_path(manifest_dir: Path, patient_id: str, scan_id: str) -> Path:
 
 
 def write_index(
-    dicom_root: Path, center: str, out_tsv: Path, manifest_dir: Path, cache: Path | None = None
+    dicom_root: Path,
+    center: str,
+    out_tsv: Path,
+    manifest_dir: Path,
+    cache: Path | None = None,
+    series_cfg: dict[str, Any] | None = None,
+    pseudonymise: dict[str, Any] | None = None,
 ) -> pd.DataFrame:
-    """Index a centre: ``out_tsv`` (one row per scan, no file list) and one manifest per scan.
+    """Index a centre: ``out_tsv`` (one row per scan, no file list), one manifest per scan, and
+    ``<out_tsv stem>.series.tsv`` (every series found: chosen true/false and the reason).
 
     A manifest holds the scan's ids, its sorted file list and the SHA-1 of (path, size, mtime)
     of those files; it is rewritten only when that content changed. Manifests of scans that no
-    longer exist are removed. Returns the scan table (with ``files``).
+    longer exist are removed. ``series_cfg`` is config ``series``; ``pseudonymise`` is config
+    ``pseudonymise`` (PatientIDs replaced before anything is written, the cache included, and
+    the mapping merged into its file). Returns the scan table (with ``files``).
     """
-    headers = read_headers(Path(dicom_root), cache)
-    scans = select_scans(headers, center)
+    map_id = Pseudonymiser(pseudonymise) if pseudonymise else None
+    if map_id is not None and cache is not None:
+        plain = Path(cache)
+        if plain.is_file():
+            plain.unlink()  # an un-pseudonymised cache would keep real PatientIDs
+            logger.info("%s: header cache without pseudonyms removed", plain)
+        tag = map_id("key-fingerprint").removeprefix(map_id.prefix)[:8]
+        map_id.pairs.clear()
+        cache = plain.with_name(f"{plain.stem}.{tag}{plain.suffix}")
+    headers = read_headers(Path(dicom_root), cache, map_id)
+    if map_id is not None:
+        map_id.write_mapping()
+    scans, table = rank_series(headers, center, series_cfg)
+    if table.empty:
+        reason = f"no DICOM image series found under {dicom_root}"
+        logger.warning("%s: %s", center, reason)
+        table = pd.DataFrame(
+            [{c: "" for c in SERIES_TABLE_COLUMNS} | {"center": center, "chosen": False,
+                                                     "reason": reason}]
+        )  # fmt: skip
     stats = {
         p: (int(s), int(m))
         for p, s, m in zip(headers["path"], headers["size"], headers["mtime_ns"], strict=True)
@@ -172,6 +326,7 @@ def write_index(
     out_tsv = Path(out_tsv)
     out_tsv.parent.mkdir(parents=True, exist_ok=True)
     scans.drop(columns="files").to_csv(out_tsv, sep="\t", index=False)
+    table.to_csv(series_table_path(out_tsv), sep="\t", index=False)
 
     manifest_dir = Path(manifest_dir)
     current, n_written = set(), 0

@@ -2,8 +2,10 @@
 
 A series is keyed by SeriesInstanceUID plus its image geometry (orientation, matrix, pixel
 spacing). When SeriesInstanceUID is blank, the key falls back to StudyInstanceUID, SeriesNumber,
-description, kernel, thickness and the same geometry. Each series gets a ``skip_reason`` when it
-is no CT volume (other modality, secondary capture, localizer/scout, projection, ...).
+description, kernel, thickness and the same geometry. A series whose slice positions repeat is
+split into its acquisitions (AcquisitionNumber, AcquisitionTime, TemporalPositionIdentifier).
+Each series gets a ``skip_reason`` when it is no CT volume (other modality, secondary capture,
+localizer/scout, projection, repeated positions that no acquisition tag separates, ...).
 """
 
 from __future__ import annotations
@@ -63,6 +65,9 @@ SERIES_COLUMNS: Final = (
     "orientation",
     "is_axial",
     "is_original",
+    "acquisition",
+    "coverage_mm",
+    "gantry_tilt_deg",
     "skip_reason",
     "files",
 )
@@ -170,64 +175,148 @@ def _flag_localizers(series: pd.DataFrame) -> None:
                 )
 
 
+DUPLICATE_DECIMALS: Final = 3  # slice offsets equal to 0.001 mm are the same position
+ACQUISITION_TAGS: Final = ("AcquisitionNumber", "AcquisitionTime", "TemporalPositionIdentifier")
+
+
+def _offsets(ipp: np.ndarray, normal: np.ndarray | None) -> np.ndarray:
+    """Slice positions along the normal (mm); NaN where ImagePositionPatient is unusable."""
+    if normal is None:
+        return np.full(len(ipp), np.nan)
+    out = []
+    for text in ipp:
+        try:
+            pos = parse_numbers(text)
+        except ValueError:
+            pos = ()
+        out.append(float(np.dot(pos, normal)) if len(pos) == 3 else math.nan)
+    return np.asarray(out, float)
+
+
+def _has_repeats(offsets: np.ndarray) -> bool:
+    finite = offsets[np.isfinite(offsets)]
+    return len(np.unique(np.round(finite, DUPLICATE_DECIMALS))) < len(finite)
+
+
+def _split_acquisitions(
+    positions: np.ndarray, offsets: np.ndarray, columns: dict[str, np.ndarray]
+) -> tuple[list[tuple[str, np.ndarray]], str]:
+    """Split files with repeated slice positions into acquisitions: ``[(label, positions)]``.
+
+    The first of ``ACQUISITION_TAGS`` that separates the files into parts without repeats is
+    used; the second value is a skip reason when none does (empty otherwise).
+    """
+    if not _has_repeats(offsets):
+        return [("", positions)], ""
+    for tag in ACQUISITION_TAGS:
+        values = columns[tag][positions]
+        labels = sorted(set(values.tolist()))
+        if len(labels) < 2:
+            continue
+        parts = [(f"{tag}={v}", positions[values == v], offsets[values == v]) for v in labels]
+        if not any(_has_repeats(o) for _, _, o in parts):
+            return [(label, p) for label, p, _ in parts], ""
+    n = len(offsets) - len(np.unique(np.round(offsets, DUPLICATE_DECIMALS)))
+    return [("", positions)], (
+        f"repeated slice positions ({n} files share a position with another) and no "
+        f"acquisition tag ({', '.join(ACQUISITION_TAGS)}) separates them"
+    )
+
+
+def _tilt_deg(offsets: np.ndarray, ipp: np.ndarray, normal: np.ndarray | None) -> float:
+    """Angle between the slice normal and the line from the first to the last slice."""
+    finite = np.flatnonzero(np.isfinite(offsets))
+    if normal is None or len(finite) < 2:
+        return 0.0
+    lo, hi = finite[np.argmin(offsets[finite])], finite[np.argmax(offsets[finite])]
+    step = np.asarray(parse_numbers(ipp[hi])) - np.asarray(parse_numbers(ipp[lo]))
+    length = float(np.linalg.norm(step))
+    if length == 0.0:
+        return 0.0
+    return math.degrees(math.acos(min(1.0, abs(float(step @ normal)) / length)))
+
+
 def list_series(headers: pd.DataFrame) -> pd.DataFrame:
     """One row per image series in a ``read_headers`` table (``SERIES_COLUMNS``).
 
-    ``files`` is the sorted list of paths; ``skip_reason`` is empty for CT volumes.
+    ``files`` is the sorted list of paths; ``skip_reason`` is empty for CT volumes. A series with
+    repeated slice positions becomes one row per acquisition (``acquisition`` names the tag and
+    value, ``series_key`` gets a suffix). ``coverage_mm`` is the extent along the slice normal;
+    ``gantry_tilt_deg`` the larger of the GantryDetectorTilt tag and the tilt of the positions.
     """
     images = headers[headers["Rows"] != ""] if len(headers) else headers
     if len(images) == 0:
         return pd.DataFrame(columns=list(SERIES_COLUMNS))
     columns = {c: images[c].to_numpy() for c in images.columns}
     thickness = pd.to_numeric(images["SliceThickness"], errors="coerce").to_numpy()
+    tag_tilt = pd.to_numeric(images["GantryDetectorTilt"], errors="coerce").to_numpy()
     rows = []
-    for raw_key, positions in images.groupby(_series_keys(images), sort=False).indices.items():
-        positions = positions[np.argsort(columns["path"][positions], kind="stable")]
-        key = "s" + hashlib.sha1(raw_key.encode()).hexdigest()[:16]
-        first = {c: values[positions[0]] for c, values in columns.items()}
-        thick = thickness[positions]
+    for raw_key, group in images.groupby(_series_keys(images), sort=False).indices.items():
+        group = group[np.argsort(columns["path"][group], kind="stable")]
+        first = {c: values[group[0]] for c, values in columns.items()}
         try:
             orientation = _rounded(first["ImageOrientationPatient"])
             normal = slice_normal(parse_numbers(first["ImageOrientationPatient"]))
             is_axial = bool(abs(normal[2]) >= AXIAL_MIN_ABS_COS)
         except (ValueError, IndexError):
-            orientation, is_axial = "", False
-        image_type = first["ImageType"]
-        rows.append(
-            {
-                "series_key": key,
-                "patient_id": first["PatientID"],
-                "study_uid": first["StudyInstanceUID"],
-                "study_date": first["StudyDate"],
-                "study_time": first["StudyTime"],
-                "series_uid": first["SeriesInstanceUID"],
-                "series_number": first["SeriesNumber"],
-                "series_description": first["SeriesDescription"],
-                "modality": first["Modality"],
-                "manufacturer": first["Manufacturer"],
-                "kernel": first["ConvolutionKernel"],
-                "image_type": image_type,
-                "n_files": len(positions),
-                "slice_thickness": float(np.nanmedian(thick))
-                if np.isfinite(thick).any()
-                else math.nan,
-                "orientation": orientation,
-                "is_axial": is_axial,
-                "is_original": image_type.upper().startswith("ORIGINAL"),
-                "skip_reason": _file_reason(first),
-                "files": columns["path"][positions].tolist(),
-            }
+            orientation, normal, is_axial = "", None, False
+        group_offsets = _offsets(columns["ImagePositionPatient"][group], normal)
+        parts, repeat_reason = _split_acquisitions(
+            np.arange(len(group)), group_offsets, {t: columns[t][group] for t in ACQUISITION_TAGS}
         )
+        for label, local in parts:
+            positions = group[local]
+            offsets = group_offsets[local]
+            key = "s" + hashlib.sha1((raw_key + label).encode()).hexdigest()[:16]
+            first = {c: values[positions[0]] for c, values in columns.items()}
+            thick = thickness[positions]
+            tilts = np.abs(tag_tilt[positions])
+            finite = offsets[np.isfinite(offsets)]
+            image_type = first["ImageType"]
+            rows.append(
+                {
+                    "series_key": key,
+                    "patient_id": first["PatientID"],
+                    "study_uid": first["StudyInstanceUID"],
+                    "study_date": first["StudyDate"],
+                    "study_time": first["StudyTime"],
+                    "series_uid": first["SeriesInstanceUID"],
+                    "series_number": first["SeriesNumber"],
+                    "series_description": first["SeriesDescription"],
+                    "modality": first["Modality"],
+                    "manufacturer": first["Manufacturer"],
+                    "kernel": first["ConvolutionKernel"],
+                    "image_type": image_type,
+                    "n_files": len(positions),
+                    "slice_thickness": float(np.nanmedian(thick))
+                    if np.isfinite(thick).any()
+                    else math.nan,
+                    "orientation": orientation,
+                    "is_axial": is_axial,
+                    "is_original": image_type.upper().startswith("ORIGINAL"),
+                    "acquisition": label,
+                    "coverage_mm": float(finite.max() - finite.min()) if finite.size else 0.0,
+                    "gantry_tilt_deg": max(
+                        float(np.nanmax(tilts)) if np.isfinite(tilts).any() else 0.0,
+                        _tilt_deg(offsets, columns["ImagePositionPatient"][positions], normal),
+                    ),
+                    "skip_reason": _file_reason(first) or repeat_reason,
+                    "files": columns["path"][positions].tolist(),
+                }
+            )
     series = pd.DataFrame(rows, columns=list(SERIES_COLUMNS))
     _flag_localizers(series)
     series["_number"] = pd.to_numeric(series["series_number"], errors="coerce")
-    order = ["patient_id", "study_date", "study_time", "study_uid", "_number", "series_key"]
+    order = ["patient_id", "study_date", "study_time", "study_uid", "_number", "acquisition"]
+    order.append("series_key")
     return series.sort_values(order).drop(columns="_number").reset_index(drop=True)
 
 
 def describe(row: pd.Series) -> str:
     """Short human label of a series row for log messages."""
     number = row["series_number"] or "?"
+    if row.get("acquisition"):
+        number = f"{number} [{row['acquisition']}]"
     desc = row["series_description"] or "no description"
     return (
         f"series {number} '{desc}' ({row['n_files']} files, thickness "

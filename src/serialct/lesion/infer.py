@@ -22,6 +22,7 @@ from serialct.errors import InputError
 from serialct.lesion.density import split_by_density
 from serialct.lesion.net import (
     CHECKPOINT_FORMAT,
+    SEGMENTS_PER_STAGE,
     CovidLesionNet,
     build_model,
     pad_to_multiple,
@@ -77,6 +78,7 @@ def load_model(path: Path, device: torch.device) -> tuple[CovidLesionNet, dict[s
             f"format {CHECKPOINT_FORMAT}); {HOW_TO_GET_WEIGHTS}"
         )
     meta = ckpt["meta"]
+    check_meta(path, meta)
     model = build_model(meta["architecture"])
     try:
         model.load_state_dict(ckpt["state_dict"])
@@ -85,6 +87,28 @@ def load_model(path: Path, device: torch.device) -> tuple[CovidLesionNet, dict[s
     model.to(device).eval()
     log.info("loaded lesion net %s (%s)", path, meta.get("created", "undated"))
     return model, meta
+
+
+REQUIRED_META: Final = ("architecture", "preprocess", "train_pixel_spacing_mm")
+
+
+def check_meta(path: Path, meta: dict[str, Any]) -> None:
+    """InputError unless ``meta`` describes this package's network layout and preprocessing."""
+    missing = [k for k in REQUIRED_META if k not in meta]
+    if missing:
+        raise InputError(
+            f"{path}: checkpoint meta lacks {', '.join(missing)}; {HOW_TO_GET_WEIGHTS}"
+        )
+    arch = meta["architecture"]
+    expected = {"name": CovidLesionNet.__name__, "segments_per_stage": list(SEGMENTS_PER_STAGE)}
+    found = {k: arch.get(k) if isinstance(arch, dict) else None for k in expected}
+    if found != expected:
+        raise InputError(
+            f"{path}: checkpoint architecture {found} does not match this package's {expected}; "
+            f"{HOW_TO_GET_WEIGHTS}"
+        )
+    if "clip_hu" not in meta["preprocess"]:
+        raise InputError(f"{path}: checkpoint preprocess {meta['preprocess']} lacks clip_hu")
 
 
 @functools.lru_cache(maxsize=2)
@@ -138,12 +162,18 @@ def lesion_probability(
     x = preprocess(hu, meta["preprocess"])
     x, (h, w) = pad_to_multiple(x)
     index = np.flatnonzero(run_slices)
-    with torch.inference_mode():
+    cuda = device.type == "cuda"
+    if cuda:  # channels_last + autocast (bf16 where supported, else fp16) on GPUs
+        model = model.to(memory_format=torch.channels_last)
+    amp_dtype = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float16
+    with torch.inference_mode(), torch.autocast("cuda", dtype=amp_dtype, enabled=cuda):
         for start in range(0, len(index), batch_size):
             sel = index[start : start + batch_size]
             batch = torch.from_numpy(np.ascontiguousarray(x[sel, None])).to(device)
-            p = torch.softmax(model(batch), dim=1)[:, 1, :h, :w]
-            prob[sel] = p.float().cpu().numpy()
+            if cuda:
+                batch = batch.contiguous(memory_format=torch.channels_last)
+            p = torch.softmax(model(batch).float(), dim=1)[:, 1, :h, :w]
+            prob[sel] = p.cpu().numpy()
     return prob
 
 

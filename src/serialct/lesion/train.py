@@ -14,13 +14,17 @@ half of them at twice the in-plane resolution so that resampling is covered.
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import json
 import logging
 import math
 import shlex
+import sys
 import tempfile
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
@@ -30,9 +34,13 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
+from serialct import __version__
+from serialct.errors import InputError
+from serialct.lesion.data import SliceSet, sha1_file
 from serialct.lesion.infer import pick_device, segment_lesions
 from serialct.lesion.net import (
     CHECKPOINT_FORMAT,
+    CLIP_HU_LOW,
     PREPROCESS,
     CovidLesionNet,
     preprocess,
@@ -52,6 +60,11 @@ VAL_LESION_PERCENT_RANGE: Final = (0.5, 40.0)
 VAL_SEED_OFFSET: Final = 100_003
 DICE_EPS: Final = 1.0
 FINAL_LR_FRACTION: Final = 0.05  # cosine decay of the learning rate down to lr * this
+DEFAULT_SHAPE: Final = (48, 128, 128)  # phantom volumes of the training pool
+REAL_FRACTION: Final = 0.5  # expected share of real slices in a batch when there are any
+REAL_ZOOM_PROBABILITY: Final = 0.5
+REAL_ZOOM_RANGE: Final = (0.8, 1.25)
+REAL_HU_SHIFT: Final = 40.0  # uniform +- shift of real slices (the window is only a guess)
 
 
 def _draw_volume(rng: np.random.Generator, shape: tuple[int, int, int], lesion_percent: float):  # noqa: ANN202
@@ -106,6 +119,89 @@ def _sample_batch(
     y[flip] = y[flip, :, ::-1]
     xt = torch.from_numpy(np.ascontiguousarray(preprocess(x, PREPROCESS)[:, None]))
     return xt, torch.from_numpy(np.ascontiguousarray(y)).long()
+
+
+@dataclass
+class RealData:
+    """Labelled real slices mixed into training: the slices and how they were read."""
+
+    slices: SliceSet
+    window: tuple[float, float]  # (center, width) of the 8-bit slice images
+    pixel_spacing_mm: float | None  # assumed spacing of the slice images; None = native size
+    fraction: float = REAL_FRACTION  # expected share of real slices in a batch
+    sources: tuple[str, ...] = ()  # slice-set folders, for the command line
+    volumes: tuple[tuple[str, str], ...] = ()  # (image, label) volume files
+
+    def command_args(self) -> list[str]:
+        """The ``serialct train`` flags that load this data."""
+        args: list[str] = []
+        for src in self.sources:
+            args += ["--real-slices", src]
+        for img, lab in self.volumes:
+            args += ["--volume", img, lab]
+        args += ["--window-center", str(self.window[0]), "--window-width", str(self.window[1])]
+        sp = self.pixel_spacing_mm
+        args += ["--slice-pixel-spacing", "native" if sp is None else str(sp)]
+        args += ["--real-fraction", str(self.fraction)]
+        return args
+
+
+def _crop(
+    rng: np.random.Generator, a: np.ndarray, b: np.ndarray, size: tuple[int, int], fill: float
+):  # noqa: ANN202
+    """Random ``size`` crop of ``a`` and ``b`` (padded with ``fill`` / 0 when smaller)."""
+    ph, pw = max(size[0] - a.shape[0], 0), max(size[1] - a.shape[1], 0)
+    if ph or pw:
+        pad = ((ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2))
+        a = np.pad(a, pad, constant_values=fill)
+        b = np.pad(b, pad, constant_values=0)
+    y0 = int(rng.integers(0, a.shape[0] - size[0] + 1))
+    x0 = int(rng.integers(0, a.shape[1] - size[1] + 1))
+    return a[y0 : y0 + size[0], x0 : x0 + size[1]], b[y0 : y0 + size[0], x0 : x0 + size[1]]
+
+
+def _sample_real(
+    rng: np.random.Generator, real: SliceSet, n: int, size: tuple[int, ...]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` augmented crops of real slices: zoom, crop, mirror, HU shift, noise."""
+    h, w = int(size[0]), int(size[1])
+    xs = np.empty((n, h, w), np.float32)
+    ys = np.empty((n, h, w), np.int64)
+    for k in range(n):
+        i = int(rng.integers(0, len(real)))
+        hu, les = real.hu[i], real.lesion[i]
+        if rng.random() < REAL_ZOOM_PROBABILITY:
+            z = float(np.exp(rng.uniform(*np.log(REAL_ZOOM_RANGE))))
+            hu = ndimage.zoom(hu, z, order=1)
+            les = ndimage.zoom(les, z, order=0)
+        hu, les = _crop(rng, hu, les, (h, w), float(CLIP_HU_LOW))
+        if rng.random() < 0.5:
+            hu, les = hu[:, ::-1], les[:, ::-1]
+        hu = hu + float(rng.uniform(-REAL_HU_SHIFT, REAL_HU_SHIFT))
+        hu = hu + rng.normal(0.0, float(rng.uniform(0, NOISE_HU_MAX)), hu.shape)
+        xs[k], ys[k] = hu, les
+    xt = torch.from_numpy(np.ascontiguousarray(preprocess(xs, PREPROCESS)[:, None]))
+    return xt, torch.from_numpy(ys)
+
+
+def real_slice_dice(
+    model: CovidLesionNet,
+    meta: dict[str, Any],
+    device: torch.device,
+    slices: SliceSet,
+    real: RealData,
+) -> list[float]:
+    """Per-slice lesion Dice (label > 0) of the ``segment-slices`` path on native slices."""
+    from serialct.config import defaults
+    from serialct.lesion.slices import segment_slice_array
+
+    config = defaults()
+    config["lesion"]["slice_pixel_spacing_mm"] = real.pixel_spacing_mm
+    out = []
+    for pixels, labels in slices.native:
+        pred = segment_slice_array(pixels, model, meta, device, config, *real.window)
+        out.append(dice(pred > 0, labels > 0))
+    return out
 
 
 def _loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -175,13 +271,23 @@ def train(
     batch_size: int = 8,
     lr: float = 1e-3,
     seed: int = 0,
-    shape: tuple[int, int, int] = (48, 128, 128),
+    shape: tuple[int, int, int] = DEFAULT_SHAPE,
     val_volumes: int = 6,
     device: str = "auto",
     pool_volumes: int = 150,
     base_channels: int = 16,
+    real: RealData | None = None,
+    holdout: Sequence[int] = (),
+    init: Path | None = None,
+    extra_metrics: dict[str, Any] | None = None,
+    command_extra: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """Train on phantom slices, validate, save ``out`` and its .json meta; return the meta."""
+    """Train on phantom slices (+ ``real`` labelled slices), validate, save ``out`` + .json meta.
+
+    ``real`` slices at positions ``holdout`` are not trained on but validated with the
+    ``segment-slices`` path (mean per-slice lesion Dice). ``init`` starts from a checkpoint's
+    weights (same architecture). Returns the meta.
+    """
     from serialct.phantom import spacing_for_shape
 
     out = Path(out)
@@ -197,8 +303,25 @@ def train(
         len(pool[0]),
         time.monotonic() - t0,
     )
+    train_real = val_real = None
+    if real is not None and len(real.slices):
+        held = sorted(set(int(i) for i in holdout))
+        train_real = real.slices.subset([i for i in range(len(real.slices)) if i not in held])
+        val_real = real.slices.subset(held) if held else None
+        log.info("real slices: %d train, %d held out", len(train_real), len(held))
 
     model = CovidLesionNet(base_channels=base_channels).to(dev)
+    init_meta: dict[str, Any] | None = None
+    if init is not None:
+        from serialct.lesion.infer import load_model
+
+        init_model, init_meta = load_model(Path(init), dev)
+        if init_model.architecture() != model.architecture():
+            raise InputError(
+                f"{init}: architecture {init_model.architecture()} differs from the one "
+                f"trained here {model.architecture()}"
+            )
+        model.load_state_dict(init_model.state_dict())
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     total = max(epochs * steps_per_epoch, 1)
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -213,7 +336,13 @@ def train(
         inter = sums = 0
         loss_sum = 0.0
         for _ in range(steps_per_epoch):
-            x, y = _sample_batch(rng, pool, batch_size)
+            if train_real is not None and real is not None:
+                n_real = int(rng.binomial(batch_size, real.fraction))
+                xs, ys = _sample_batch(rng, pool, batch_size - n_real)
+                xr, yr = _sample_real(rng, train_real, n_real, shape[1:])
+                x, y = torch.cat([xs, xr]), torch.cat([ys, yr])
+            else:
+                x, y = _sample_batch(rng, pool, batch_size)
             x, y = x.to(dev), y.to(dev)
             logits = model(x)
             loss = _loss(logits, y)
@@ -253,6 +382,8 @@ def train(
         str(seed),
         "--device",
         device,
+        "--pool-volumes",
+        str(pool_volumes),
     ]
     meta: dict[str, Any] = {
         "format": CHECKPOINT_FORMAT,
@@ -263,11 +394,40 @@ def train(
         "pool_volumes": pool_volumes,
         "command": shlex.join(command),
         "torch": str(torch.__version__),
+        "package_version": __version__,
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "seed": seed,
+        "batch_size": batch_size,
+        "optimizer": {"name": "Adam", "lr": lr, "schedule": "cosine", "steps": total},
+        "data": {"synthetic_pool_volumes": pool_volumes, "synthetic_shape": list(shape)},
         "metrics": {"train_dice": round(train_dice, 4)},
     }
+    if init_meta is not None and init is not None:
+        meta["init"] = {"path": str(init), "sha1": sha1_file(Path(init))}
+    if real is not None:
+        command += real.command_args()
+        meta["command"] = shlex.join(command)
+        meta["slice_window"] = {"center": real.window[0], "width": real.window[1]}
+        meta["slice_pixel_spacing_mm"] = real.pixel_spacing_mm
+        meta["data"]["real_fraction"] = real.fraction
+        if train_real is not None:
+            meta["data"]["real_train_slices"] = len(train_real)
+            meta["data"]["real_train_sha1"] = train_real.sha1
+        if val_real is not None:
+            meta["data"]["real_val_sha1"] = val_real.sha1
+    if init is not None:
+        command += ["--init", str(init)]
+    command += list(command_extra)
+    meta["command"] = shlex.join(command)
+    if extra_metrics:
+        meta["metrics"].update(extra_metrics)
     model.eval()
+    if val_real is not None and real is not None:
+        per_slice = real_slice_dice(model, meta, dev, val_real, real)
+        meta["metrics"]["val_real_dice_mean"] = round(float(np.mean(per_slice)), 4)
+        meta["validation_real"] = dict(
+            zip(val_real.names, (round(d, 4) for d in per_slice), strict=True)
+        )
     with tempfile.TemporaryDirectory() as tmp:
         tmp_ckpt = Path(tmp) / "model.pt"
         save_checkpoint(tmp_ckpt, model, meta)
@@ -284,3 +444,150 @@ def train(
     save_checkpoint(out, model, meta)
     log.info("saved %s: %s", out, meta["metrics"])
     return meta
+
+
+def train_kfold(
+    out: Path, *, real: RealData, k: int, seed: int = 0, **kwargs: Any
+) -> dict[str, Any]:
+    """k-fold on ``real`` (each fold: train on the rest + phantoms, Dice on the held-out slices),
+    then train ``out`` on all real slices with the k-fold numbers in its metrics.
+
+    ``kwargs`` go to :func:`train` (epochs, steps_per_epoch, ...). Returns the final meta.
+    """
+    from serialct.lesion.data import kfold_indices
+
+    folds = kfold_indices(len(real.slices), k, seed)
+    per_slice: dict[str, float] = {}
+    fold_means = []
+    fold_kwargs = {**kwargs, "val_volumes": 0}
+    with tempfile.TemporaryDirectory() as tmp:
+        for f, held in enumerate(folds):
+            meta = train(
+                Path(tmp) / f"fold{f}.pt", real=real, holdout=held, seed=seed, **fold_kwargs
+            )
+            per_slice.update(meta["validation_real"])
+            fold_means.append(meta["metrics"]["val_real_dice_mean"])
+            log.info("fold %d/%d: held-out real Dice %.4f", f + 1, k, fold_means[-1])
+    values = np.array(list(per_slice.values()))
+    metrics = {
+        "kfold_k": k,
+        "kfold_real_dice_mean": round(float(values.mean()), 4),
+        "kfold_real_dice_median": round(float(np.median(values)), 4),
+        "kfold_real_dice_fold_means": fold_means,
+    }
+    log.info("k-fold: %s", metrics)
+    meta = train(
+        out,
+        real=real,
+        seed=seed,
+        extra_metrics=metrics,
+        command_extra=["--kfold", str(k)],
+        **kwargs,
+    )
+    meta_path = Path(out).with_suffix(".json")
+    full = json.loads(meta_path.read_text())
+    full["kfold_per_slice_real_dice"] = per_slice
+    meta_path.write_text(json.dumps(full, indent=2) + "\n")
+    return meta
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``serialct train`` flags (the CLI and ``python -m serialct.lesion.train`` share them)."""
+    parser.add_argument("--out", default="resources/models/covid_lesion_net.pt")
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--steps-per-epoch", type=int, default=100)
+    parser.add_argument("--batch-size", type=int, default=8, help="the paper's 8")
+    parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    parser.add_argument("--pool-volumes", type=int, default=150, help="synthetic phantoms drawn")
+    parser.add_argument(
+        "--real-slices",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="slice set with Imgs/ (8-bit windowed PNG/JPG) and GT/<stem>.png labels (>0 lesion); "
+        "repeatable",
+    )
+    parser.add_argument(
+        "--volume",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("IMAGE", "LABEL"),
+        help="CT (HU) + lesion label volume (>0 lesion), e.g. NIfTI; repeatable",
+    )
+    parser.add_argument("--window-center", type=float, help="default: config lesion.slice_window")
+    parser.add_argument("--window-width", type=float, help="default: config lesion.slice_window")
+    parser.add_argument(
+        "--slice-pixel-spacing",
+        help="assumed mm per pixel of slice images, or 'native' (default: config "
+        "lesion.slice_pixel_spacing_mm)",
+    )
+    parser.add_argument("--real-fraction", type=float, default=REAL_FRACTION)
+    parser.add_argument("--kfold", type=int, default=0, help="k-fold on the slice sets first")
+    parser.add_argument("--init", help="start from this checkpoint's weights")
+    parser.add_argument("--config", help="config.yaml (window / spacing defaults)")
+
+
+def run_train(args: argparse.Namespace) -> dict[str, Any]:
+    """Load the data named by :func:`add_train_arguments`' flags and train; returns the meta."""
+    from serialct.config import defaults, load_config
+    from serialct.lesion.data import load_slice_set, load_volume_pair, merge
+    from serialct.phantom import spacing_for_shape
+
+    config = load_config(args.config) if args.config else defaults()
+    center, width = config["lesion"]["slice_window"]
+    window = (
+        float(center if args.window_center is None else args.window_center),
+        float(width if args.window_width is None else args.window_width),
+    )
+    sp_arg = args.slice_pixel_spacing
+    spacing = config["lesion"]["slice_pixel_spacing_mm"] if sp_arg is None else sp_arg
+    spacing = None if spacing in (None, "native") else float(spacing)
+    train_sp = tuple(float(s) for s in spacing_for_shape(DEFAULT_SHAPE)[1:])
+    real = None
+    if args.real_slices or args.volume:
+        sets = [load_slice_set(Path(d), *window, spacing, train_sp) for d in args.real_slices]  # type: ignore[arg-type]
+        sets += [load_volume_pair(Path(i), Path(lab), train_sp) for i, lab in args.volume]  # type: ignore[arg-type]
+        real = RealData(
+            merge(sets),
+            window,
+            spacing,
+            fraction=args.real_fraction,
+            sources=tuple(args.real_slices),
+            volumes=tuple((i, lab) for i, lab in args.volume),
+        )
+    kwargs: dict[str, Any] = dict(
+        epochs=args.epochs,
+        steps_per_epoch=args.steps_per_epoch,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        device=args.device,
+        pool_volumes=args.pool_volumes,
+        init=Path(args.init) if args.init else None,
+    )
+    if args.kfold:
+        if real is None or not args.real_slices:
+            raise InputError("--kfold needs --real-slices")
+        return train_kfold(Path(args.out), real=real, k=args.kfold, seed=args.seed, **kwargs)
+    return train(Path(args.out), real=real, seed=args.seed, **kwargs)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m serialct.lesion.train``: same flags as ``serialct train``."""
+    parser = argparse.ArgumentParser(prog="serialct train", description=__doc__.splitlines()[0])
+    add_train_arguments(parser)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        meta = run_train(args)
+    except InputError as exc:
+        log.error("serialct train: %s", exc)
+        return 2
+    log.info("metrics %s", meta["metrics"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

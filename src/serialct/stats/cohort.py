@@ -1,4 +1,12 @@
-"""Run the whole cohort analysis: Tables 1-5, correlations.tsv, curve_fits.tsv, summary.json."""
+"""Run the whole cohort analysis: Tables 1-5, correlations.tsv, curve_fits.tsv, peaks.tsv,
+mixed_model.tsv, centers.tsv, timepoints.tsv and summary.json.
+
+Pooling: patients are keyed by (center, patient_id), so the same id at two centres is two
+patients. With more than one centre the internal ``patient_id`` becomes ``center/patient_id``.
+Clinical sheets without a ``center`` column are matched to the centre whose scans carry the
+patient id (an id found at several centres cannot be matched and is left out of Table 1). The
+scans table's own severity (and days) win over the clinical sheet's; the sheet fills gaps.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +19,10 @@ from typing import Any
 import pandas as pd
 
 from serialct.constants import SEVERITIES, TIMEPOINTS
-from serialct.stats.correlation import correlation_table
+from serialct.stats.correlation import correlation_table, spearman
 from serialct.stats.curves import curve_fit_table
+from serialct.stats.describe import median_iqr
+from serialct.stats.longitudinal import bootstrap_peaks, mixed_model
 from serialct.stats.tables import table1, table2, table3, table4, table5
 from serialct.timepoints import assign_timepoints
 
@@ -20,6 +30,44 @@ log = logging.getLogger("serialct")
 
 QC_EXCLUDED = ("error", "fail")  # qc_status prefixes of scans left out of the statistics
 NUMERIC = ("days_since_onset", "days_since_admission", "ct_score", "lesion_percent")
+
+
+CENTER_SEP = "/"
+
+
+def pool(scans: pd.DataFrame, clinical: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Scans and clinical rows keyed per (center, patient_id) (see the module docstring)."""
+    scans = scans.reset_index(drop=True).copy()
+    if "center" not in scans.columns:
+        scans["center"] = ""
+    scans["center"] = scans["center"].fillna("").astype(str)
+    scans["patient_id"] = scans["patient_id"].astype(str)
+    clinical = clinical.reset_index(drop=True).copy()
+    clinical["patient_id"] = clinical["patient_id"].astype(str)
+    sites = scans.groupby("patient_id")["center"].agg(lambda c: sorted(set(c)))
+    own = clinical["center"].astype("string") if "center" in clinical.columns else None
+    guess = clinical["patient_id"].map(
+        lambda p: sites[p][0] if len(sites.get(p, [])) == 1 else None
+    )
+    if scans["center"].nunique() == 1:
+        guess = guess.fillna(scans["center"].iloc[0]) if len(scans) else guess
+    center = guess if own is None else own.fillna(guess)
+    ambiguous = center.isna() & clinical["patient_id"].isin(sites.index)
+    if ambiguous.any():
+        log.warning(
+            "%d clinical rows match patient ids at several centres and have no center column; "
+            "left out of Table 1 (the scans' own severity is used): %s",
+            int(ambiguous.sum()),
+            ", ".join(sorted(clinical.loc[ambiguous, "patient_id"])),
+        )
+    clinical = clinical.assign(center=center.fillna("").astype(str))[~ambiguous]
+    pooled = scans["center"].nunique() > 1
+    if pooled:
+        log.info("pooling %d centres: patients keyed center/patient_id", scans["center"].nunique())
+        for frame in (scans, clinical):
+            frame["source_patient_id"] = frame["patient_id"]
+            frame["patient_id"] = frame["center"] + CENTER_SEP + frame["patient_id"]
+    return scans, clinical.reset_index(drop=True)
 
 
 def prepare_scans(scans: pd.DataFrame, clinical: pd.DataFrame, tp_cfg: dict) -> pd.DataFrame:
@@ -38,15 +86,18 @@ def prepare_scans(scans: pd.DataFrame, clinical: pd.DataFrame, tp_cfg: dict) -> 
                 int(failed.sum()),
             )
         frame = frame[~failed].reset_index(drop=True)
-    # severity: the clinical sheet's, else the scans table's own (pooled centres bring theirs)
-    from_sheet = frame["patient_id"].map(clinical.set_index("patient_id")["severity"])
+    # severity: the scans table's own (authoritative for pooled centres), else the sheet's
+    sheet = clinical.drop_duplicates("patient_id").set_index("patient_id")["severity"]
+    from_sheet = frame["patient_id"].map(sheet)
     own = frame["severity"] if "severity" in frame.columns else pd.Series(pd.NA, index=frame.index)
+    own = own.where(own.isin(SEVERITIES))
     differ = own.notna() & from_sheet.notna() & (own != from_sheet)
     if differ.any():
         log.warning(
-            "%d scans: severity differs from the clinical sheet; the sheet wins", int(differ.sum())
+            "%d scans: severity differs from the clinical sheet; the scans table's wins",
+            int(differ.sum()),
         )
-    severity = from_sheet.fillna(own)
+    severity = own.fillna(from_sheet)
     known = severity.isin(SEVERITIES)
     if not known.all():
         log.warning(
@@ -144,18 +195,69 @@ def summary(
     }
 
 
+CENTER_COLUMNS = [
+    "center",
+    "patients",
+    "moderate",
+    "severe",
+    "scans",
+    "scans_per_patient",
+    "days_since_onset",
+    "lesion_percent",
+    "ct_score",
+    "ct_scores",
+    "spearman_rho",
+    "spearman_p",
+    "note",
+]
+
+
+def center_table(scans: pd.DataFrame) -> pd.DataFrame:
+    """stats/centers.tsv: per centre (and all pooled) counts, median (IQR) of the main measures
+    and the Spearman correlation of CT score vs percent lesion (empty with a note when n < 3)."""
+    rows = []
+    parts = [(str(c), sub) for c, sub in scans.groupby("center", sort=True)]
+    if len(parts) != 1:
+        parts.append(("all", scans))
+    for center, sub in parts:
+        patients = sub.groupby("patient_id")["severity"].first()
+        rho = spearman(sub["ct_score"].to_numpy(float), sub["lesion_percent"].to_numpy(float))
+        rows.append(
+            {
+                "center": center,
+                "patients": int(patients.size),
+                "moderate": int((patients == "moderate").sum()),
+                "severe": int((patients == "severe").sum()),
+                "scans": int(len(sub)),
+                "scans_per_patient": median_iqr(sub.groupby("patient_id").size()),
+                "days_since_onset": median_iqr(sub["days_since_onset"]),
+                "lesion_percent": median_iqr(sub["lesion_percent"]),
+                "ct_score": median_iqr(sub["ct_score"]),
+                "ct_scores": int(sub["ct_score"].notna().sum()),
+                "spearman_rho": rho.rho,
+                "spearman_p": rho.p,
+                "note": ""
+                if math.isfinite(rho.rho)
+                else "Spearman: fewer than 3 pairs or constant",
+            }
+        )
+    return pd.DataFrame(rows, columns=CENTER_COLUMNS)
+
+
 def _write(frame: pd.DataFrame, path: Path) -> None:
     frame.to_csv(path, sep="\t", index=False, na_rep="")
 
 
 def run_cohort_stats(
     scans: pd.DataFrame, clinical: pd.DataFrame, config: dict, out_dir: Path
-) -> None:
-    """Write table1.tsv ... table5.tsv, correlations.tsv, curve_fits.tsv, timepoints.tsv and
-    summary.json into ``out_dir`` (created). Scans of patients missing from ``clinical`` and
-    scans with failed QC are left out; the clinical sheet is limited to patients with scans."""
+) -> list[Path]:
+    """Write table1.tsv ... table5.tsv, correlations.tsv, curve_fits.tsv, peaks.tsv,
+    mixed_model.tsv, centers.tsv, timepoints.tsv and summary.json into ``out_dir`` (created);
+    returns the paths. Scans without a severity (own or from ``clinical``) and scans with failed
+    QC are left out; the clinical sheet is limited to patients with scans."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    scans, clinical = pool(scans, clinical)
     repeated = clinical["patient_id"].duplicated()
     if repeated.any():
         log.warning(
@@ -172,18 +274,30 @@ def run_cohort_stats(
         )
     patients = clinical[with_scans].reset_index(drop=True)
     log.info("cohort statistics: %d patients, %d scans", len(patients), len(frame))
-    _write(table1(patients, frame), out_dir / "table1.tsv")
-    _write(table2(frame), out_dir / "table2.tsv")
-    _write(table3(frame), out_dir / "table3.tsv")
-    _write(table4(frame), out_dir / "table4.tsv")
-    _write(table5(frame), out_dir / "table5.tsv")
+    written: list[Path] = []
+
+    def write(table: pd.DataFrame, name: str) -> None:
+        _write(table, out_dir / name)
+        written.append(out_dir / name)
+
+    write(table1(patients, frame), "table1.tsv")
+    write(table2(frame), "table2.tsv")
+    write(table3(frame), "table3.tsv")
+    write(table4(frame), "table4.tsv")
+    write(table5(frame), "table5.tsv")
     corr = correlation_table(frame)
-    _write(corr, out_dir / "correlations.tsv")
+    write(corr, "correlations.tsv")
     fits = curve_fit_table(frame)
-    _write(
-        fits.assign(constant=fits["constant"].map({True: "true", False: "false"})),
-        out_dir / "curve_fits.tsv",
+    write(
+        fits.assign(constant=fits["constant"].map({True: "true", False: "false"})), "curve_fits.tsv"
     )
+    opts = config["stats"]
+    write(bootstrap_peaks(frame, int(opts["bootstrap"]), int(opts["seed"])), "peaks.tsv")
+    write(mixed_model(frame, int(opts["min_patients_mixed"])), "mixed_model.tsv")
+    write(center_table(frame), "centers.tsv")
+    out = frame.copy()
+    if "source_patient_id" in out.columns:
+        out["patient_id"] = out["source_patient_id"]
     keep = [
         c
         for c in (
@@ -195,11 +309,13 @@ def run_cohort_stats(
             "days_since_admission",
             "timepoint",
         )
-        if c in frame.columns
+        if c in out.columns
     ]
-    _write(
-        frame[keep].assign(study_date=pd.to_datetime(frame["study_date"]).dt.strftime("%Y-%m-%d")),
-        out_dir / "timepoints.tsv",
+    write(
+        out[keep].assign(study_date=pd.to_datetime(out["study_date"]).dt.strftime("%Y-%m-%d")),
+        "timepoints.tsv",
     )
     info = summary(frame, patients, corr, fits, len(scans))
     (out_dir / "summary.json").write_text(json.dumps(info, indent=2) + "\n")
+    written.append(out_dir / "summary.json")
+    return written

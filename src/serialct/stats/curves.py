@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -54,6 +54,55 @@ def design(x: np.ndarray, degree: int, constant: bool) -> np.ndarray:
     return np.column_stack([x**p for p in powers])
 
 
+class PolyFit(NamedTuple):
+    """A least-squares polynomial: coef[i] multiplies x^i (coef[0] = 0 without a constant)."""
+
+    coef: list[float]
+    sse: float
+    r2: float
+    f: float
+    p: float
+    df_resid: int
+    residual_sd: float
+
+
+def polyfit(x: np.ndarray, y: np.ndarray, degree: int, constant: bool) -> PolyFit | None:
+    """Least squares of y on x^1..x^degree (and 1), any degree; None when it cannot be fitted
+    (too few finite pairs, rank deficient, or all-zero / constant y). Columns are scaled to unit
+    norm before the solve, which keeps wide-range x (NIST Pontius, Wampler) accurate."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    keep = np.isfinite(x) & np.isfinite(y)
+    x, y = x[keep], y[keep]
+    n, params = int(x.size), degree + int(constant)
+    if n <= params:
+        return None
+    # x scaled by a power of two (exact) and columns to unit norm, plus one refinement step
+    span = float(np.abs(x).max())
+    if span == 0.0:
+        return None
+    scale = 2.0 ** math.ceil(math.log2(span))
+    Z = design(x / scale, degree, constant)
+    norms = np.linalg.norm(Z, axis=0)
+    A = Z / norms
+    scaled, _, rank, _ = np.linalg.lstsq(A, y, rcond=None)
+    if rank < A.shape[1]:
+        return None
+    scaled = scaled + np.linalg.lstsq(A, y - A @ scaled, rcond=None)[0]
+    powers = np.arange(0 if constant else 1, degree + 1)
+    coef = scaled / norms / scale**powers
+    X = design(x, degree, constant)
+    sse = float(np.sum((y - X @ coef) ** 2))
+    total = float(np.sum((y - y.mean()) ** 2)) if constant else float(np.sum(y**2))
+    if total == 0.0:
+        return None
+    r2 = 1.0 - sse / total
+    df2 = n - params
+    f = math.inf if r2 >= 1.0 else (r2 / degree) / ((1.0 - r2) / df2)
+    p = 0.0 if math.isinf(f) else float(stats.f.sf(f, degree, df2))
+    full = [float(c) for c in coef] if constant else [0.0, *(float(c) for c in coef)]
+    return PolyFit(full, sse, r2, f, p, df2, math.sqrt(sse / df2))
+
+
 def peak_x(coefs: list[float], lo: float, hi: float) -> float:
     """x of the highest local maximum of sum(coefs[i] x^i) inside [lo, hi]; NaN if none."""
     poly = np.polynomial.Polynomial(coefs)
@@ -75,13 +124,10 @@ def fit_curve(x: np.ndarray, y: np.ndarray, model: str, constant: bool) -> dict[
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     keep = np.isfinite(x) & np.isfinite(y)
     x, y = x[keep], y[keep]
-    k = MODELS[model]
-    n = int(x.size)
-    params = k + int(constant)
     out: dict[str, Any] = {
         "model": model,
         "constant": constant,
-        "n": n,
+        "n": int(x.size),
         "b0": math.nan,
         "b1": math.nan,
         "b2": math.nan,
@@ -91,26 +137,14 @@ def fit_curve(x: np.ndarray, y: np.ndarray, model: str, constant: bool) -> dict[
         "p": math.nan,
         "peak_x": math.nan,
     }
-    if n <= params:
+    fit = polyfit(x, y, MODELS[model], constant)
+    if fit is None:
         return out
-    X = design(x, k, constant)
-    coef, _, rank, _ = np.linalg.lstsq(X, y, rcond=None)
-    if rank < X.shape[1]:
-        return out
-    sse = float(np.sum((y - X @ coef) ** 2))
-    total = float(np.sum((y - y.mean()) ** 2)) if constant else float(np.sum(y**2))
-    if total == 0.0:
-        return out
-    r2 = 1.0 - sse / total
-    df2 = n - k - 1 if constant else n - k
-    f = math.inf if r2 >= 1.0 else (r2 / k) / ((1.0 - r2) / df2)
-    p = 0.0 if math.isinf(f) else float(stats.f.sf(f, k, df2))
-    full = list(coef) if constant else [0.0, *coef]
-    for i, value in enumerate(full):
+    for i, value in enumerate(fit.coef):
         if i == 0 and not constant:
             continue
-        out[f"b{i}"] = float(value)
-    out.update(r2=r2, f=f, p=p, peak_x=peak_x(full, float(x.min()), float(x.max())))
+        out[f"b{i}"] = value
+    out.update(r2=fit.r2, f=fit.f, p=fit.p, peak_x=peak_x(fit.coef, float(x.min()), float(x.max())))
     return out
 
 

@@ -1,0 +1,137 @@
+"""segment-slices: window <-> HU, one 0/1/2 PNG mask per image, same density rule, errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from serialct.config import defaults
+from serialct.constants import LESION_CONSOLIDATION, LESION_GGO
+from serialct.errors import InputError
+from serialct.lesion.net import CHECKPOINT_FORMAT, PREPROCESS, CovidLesionNet
+from serialct.lesion.slices import (
+    hu_to_window,
+    labels_from_probability,
+    read_label_slice,
+    segment_slices,
+    window_to_hu,
+)
+from serialct.lesion.train import save_checkpoint
+
+CENTER, WIDTH = -600.0, 1500.0
+
+
+def _tiny_model(path: Path, lesion_logit: float) -> Path:
+    """A base-4 net whose classifier says lesion everywhere (>0) or nowhere (<0)."""
+    torch.manual_seed(0)
+    model = CovidLesionNet(base_channels=4)
+    with torch.no_grad():
+        model.classifier.weight.zero_()
+        model.classifier.bias.copy_(torch.tensor([-lesion_logit, lesion_logit]))
+    meta = {
+        "format": CHECKPOINT_FORMAT,
+        "architecture": model.architecture(),
+        "preprocess": dict(PREPROCESS),
+        "train_pixel_spacing_mm": [2.5, 2.5],
+    }
+    save_checkpoint(path, model, meta)
+    return path
+
+
+def _config(spacing: float | None) -> dict:
+    cfg = defaults()
+    cfg["device"] = "cpu"
+    cfg["lesion"]["slice_pixel_spacing_mm"] = spacing
+    return cfg
+
+
+def _bands(h: int, w: int) -> np.ndarray:
+    """HU image: left third GGO (-500), middle consolidation (20), right third air (-1000)."""
+    hu = np.full((h, w), -1000.0, dtype=np.float32)
+    hu[:, : w // 3] = -500.0
+    hu[:, w // 3 : 2 * w // 3] = 20.0
+    return hu
+
+
+def test_window_formula_and_inverse() -> None:
+    px = np.array([0, 51, 255], dtype=np.uint8)
+    np.testing.assert_allclose(window_to_hu(px, CENTER, WIDTH), [-1350.0, -1050.0, 150.0])
+    hu = np.array([-1400.0, -1350.0, -600.0, 150.0, 900.0])
+    np.testing.assert_array_equal(hu_to_window(hu, CENTER, WIDTH), [0, 0, 128, 255, 255])
+    with pytest.raises(InputError, match="width"):
+        window_to_hu(px, CENTER, 0.0)
+
+
+def test_labels_from_probability_uses_hu_rule() -> None:
+    hu = np.array([[-900.0, -500.0, -100.0, 20.0, 400.0]])
+    prob = np.array([[0.9, 0.9, 0.9, 0.9, 0.1]])
+    labels = labels_from_probability(prob, hu, defaults()["hu"])
+    # below the GGO range -> GGO; GGO; consolidation range; consolidation; not lesion
+    assert labels.tolist() == [[1, 1, 2, 2, 0]]
+
+
+@pytest.mark.parametrize("spacing", [None, 0.7])
+def test_segment_slices_writes_masks(tmp_path: Path, spacing: float | None) -> None:
+    images = tmp_path / "imgs"
+    images.mkdir()
+    hu = _bands(60, 90)
+    Image.fromarray(hu_to_window(hu, CENTER, WIDTH)).save(images / "a.png")
+    Image.fromarray(hu_to_window(hu[:40, :45], CENTER, WIDTH)).save(images / "b.jpg", quality=95)
+    (images / "notes.txt").write_text("ignored")
+    model = _tiny_model(tmp_path / "m.pt", 5.0)
+    out = tmp_path / "masks"
+    n = segment_slices(images, out, model, _config(spacing), CENTER, WIDTH)
+    assert n == 2
+    assert sorted(p.name for p in out.iterdir()) == ["a.png", "b.png"]
+    a = read_label_slice(out / "a.png")
+    assert a.shape == (60, 90)
+    assert set(np.unique(a)) <= {0, 1, 2}
+    assert (a[:, 2:28] == LESION_GGO).all()
+    assert (a[:, 32:58] == LESION_CONSOLIDATION).all()
+    assert read_label_slice(out / "b.png").shape == (40, 45)
+
+
+def test_segment_slices_background_model(tmp_path: Path) -> None:
+    images = tmp_path / "imgs"
+    images.mkdir()
+    Image.fromarray(hu_to_window(_bands(32, 32), CENTER, WIDTH)).save(images / "x.png")
+    model = _tiny_model(tmp_path / "m.pt", -5.0)
+    segment_slices(images, tmp_path / "o", model, _config(None), CENTER, WIDTH)
+    assert not read_label_slice(tmp_path / "o" / "x.png").any()
+
+
+def test_segment_slices_errors(tmp_path: Path) -> None:
+    model = _tiny_model(tmp_path / "m.pt", 5.0)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(InputError, match="no slice images"):
+        segment_slices(empty, tmp_path / "o", model, _config(None), CENTER, WIDTH)
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "broken.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(InputError, match="broken.jpg"):
+        segment_slices(bad, tmp_path / "o", model, _config(None), CENTER, WIDTH)
+    with pytest.raises(InputError, match="not a folder"):
+        segment_slices(tmp_path / "missing", tmp_path / "o", model, _config(None), CENTER, WIDTH)
+
+
+def test_cli_segment_slices(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from serialct.cli import main
+
+    images = tmp_path / "imgs"
+    images.mkdir()
+    hu = _bands(24, 30)
+    Image.fromarray(hu_to_window(hu, -400.0, 1500.0)).save(images / "s1.png")
+    model = _tiny_model(tmp_path / "m.pt", 5.0)
+    argv = ["segment-slices", str(images), str(tmp_path / "o"), "--model", str(model)]
+    rc = main([*argv, "--device", "cpu", "--window-center", "-400", "--window-width", "1500"])
+    assert rc == 0
+    assert "1 masks" in capsys.readouterr().out
+    mask = read_label_slice(tmp_path / "o" / "s1.png")
+    assert (mask[:, 1:9] == LESION_GGO).all()
+    assert main(["segment-slices", str(tmp_path / "none"), str(tmp_path / "o2")]) == 2
+    assert "not a folder" in capsys.readouterr().err
