@@ -60,7 +60,9 @@ chmod 600 /etc/slurm/slurmdbd.conf
 
 [ -s /etc/munge/munge.key ] || { dd if=/dev/urandom of=/etc/munge/munge.key bs=1024 count=1 2>/dev/null; }
 chown munge:munge /etc/munge/munge.key; chmod 400 /etc/munge/munge.key
-su -s /bin/sh munge -c "munged -F" >/dev/null 2>&1 & echo $! >> "$SLURM_PIDS"
+su -s /bin/sh munge -c "munged -F" >/dev/null 2>&1 &
+for _ in $(seq 20); do [ -s /run/munge/munged.pid ] && break; sleep 0.5; done
+cat /run/munge/munged.pid >> "$SLURM_PIDS"   # munged itself, not the su around it
 mariadbd --user=mysql >/var/log/slurm/mariadb.log 2>&1 & echo $! >> "$SLURM_PIDS"
 for _ in $(seq 60); do mysqladmin ping >/dev/null 2>&1 && break; sleep 1; done
 mysql -e "CREATE USER IF NOT EXISTS 'slurm'@'localhost' IDENTIFIED BY 'slurm';

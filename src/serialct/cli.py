@@ -10,6 +10,7 @@ from pathlib import Path
 
 from serialct import __version__
 from serialct.errors import InputError
+from serialct.lesion.train_args import add_train_arguments
 from serialct.logs import setup
 
 log = logging.getLogger("serialct")
@@ -57,13 +58,9 @@ def cmd_stats(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from serialct.lesion.train import train
+    from serialct.lesion.train import run_train
 
-    metrics = train(
-        Path(args.out), epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
-        batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device,
-    )  # fmt: skip
-    print(metrics)
+    print(run_train(args)["metrics"])
 
 
 def cmd_segment(args: argparse.Namespace) -> None:
@@ -152,14 +149,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out_dir")
     p.set_defaults(func=cmd_stats)
 
-    p = sub.add_parser("train", help="train COVID-Lesion Net on synthetic phantoms")
-    p.add_argument("--out", default="resources/models/covid_lesion_net.pt")
-    p.add_argument("--epochs", type=int, default=30)
-    p.add_argument("--steps-per-epoch", type=int, default=100)
-    p.add_argument("--batch-size", type=int, default=8, help="the paper's 8")
-    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p = sub.add_parser(
+        "train", help="train COVID-Lesion Net on phantoms (+ labelled slices / volumes)"
+    )
+    add_train_arguments(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("masks", help="lung (1 right, 2 left) and lobe masks of a ct.nii.gz")

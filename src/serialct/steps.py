@@ -115,10 +115,16 @@ def segment_masks(
 
 
 def segment_lesions(
-    ct_path: Path, lung_path: Path, model: Path, out: Path, config: dict[str, Any]
-) -> None:
+    ct_path: Path, lung_path: Path, model: Path, out: Path, config: dict[str, Any],
+    threads: int | None = None,
+) -> None:  # fmt: skip
+    """Lesion labels of one scan; on CPU inference uses ``threads`` (the job's allocation)."""
+    import torch
+
     from serialct.lesion.infer import segment_lesions as infer
 
+    if threads:
+        torch.set_num_threads(int(threads))
     with _Timer("lesion segmentation"):
         lesion = infer(_read_image(ct_path), _read_image(lung_path), Path(model), config)
     sitk.WriteImage(lesion, str(out), useCompression=True)

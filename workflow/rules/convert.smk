@@ -31,7 +31,7 @@ rule convert:
     benchmark:
         f"{BENCH}/convert/{{center}}/{{patient}}/{{scan}}.tsv"
     group:
-        "cpu_scan"
+        "cpu_prepare"
     resources:
         mem_mb=grows(3000),
         runtime=grows(15),

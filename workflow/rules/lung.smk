@@ -14,7 +14,7 @@ rule lung:
     benchmark:
         f"{BENCH}/lung/{{center}}/{{patient}}/{{scan}}.tsv"
     group:
-        "cpu_scan"
+        "cpu_prepare"
     resources:
         mem_mb=grows(6000),
         runtime=grows(20),

@@ -18,7 +18,7 @@ rule quantify:
     benchmark:
         f"{BENCH}/quantify/{{center}}/{{patient}}/{{scan}}.tsv"
     group:
-        "cpu_scan"
+        "cpu_measure"
     resources:
         mem_mb=grows(4000),
         runtime=grows(15),

@@ -12,4 +12,5 @@ segment_lesions(
     snakemake.input.model,
     snakemake.output.lesion,
     snakemake.config,
+    threads=snakemake.threads,
 )

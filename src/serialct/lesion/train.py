@@ -45,6 +45,7 @@ from serialct.lesion.net import (
     CovidLesionNet,
     preprocess,
 )
+from serialct.lesion.train_args import REAL_FRACTION, add_train_arguments
 
 log = logging.getLogger("serialct")
 
@@ -61,7 +62,6 @@ VAL_SEED_OFFSET: Final = 100_003
 DICE_EPS: Final = 1.0
 FINAL_LR_FRACTION: Final = 0.05  # cosine decay of the learning rate down to lr * this
 DEFAULT_SHAPE: Final = (48, 128, 128)  # phantom volumes of the training pool
-REAL_FRACTION: Final = 0.5  # expected share of real slices in a batch when there are any
 REAL_ZOOM_PROBABILITY: Final = 0.5
 REAL_ZOOM_RANGE: Final = (0.8, 1.25)
 REAL_HU_SHIFT: Final = 40.0  # uniform +- shift of real slices (the window is only a guess)
@@ -489,45 +489,6 @@ def train_kfold(
     full["kfold_per_slice_real_dice"] = per_slice
     meta_path.write_text(json.dumps(full, indent=2) + "\n")
     return meta
-
-
-def add_train_arguments(parser: argparse.ArgumentParser) -> None:
-    """The ``serialct train`` flags (the CLI and ``python -m serialct.lesion.train`` share them)."""
-    parser.add_argument("--out", default="resources/models/covid_lesion_net.pt")
-    parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--steps-per-epoch", type=int, default=100)
-    parser.add_argument("--batch-size", type=int, default=8, help="the paper's 8")
-    parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    parser.add_argument("--pool-volumes", type=int, default=150, help="synthetic phantoms drawn")
-    parser.add_argument(
-        "--real-slices",
-        action="append",
-        default=[],
-        metavar="DIR",
-        help="slice set with Imgs/ (8-bit windowed PNG/JPG) and GT/<stem>.png labels (>0 lesion); "
-        "repeatable",
-    )
-    parser.add_argument(
-        "--volume",
-        nargs=2,
-        action="append",
-        default=[],
-        metavar=("IMAGE", "LABEL"),
-        help="CT (HU) + lesion label volume (>0 lesion), e.g. NIfTI; repeatable",
-    )
-    parser.add_argument("--window-center", type=float, help="default: config lesion.slice_window")
-    parser.add_argument("--window-width", type=float, help="default: config lesion.slice_window")
-    parser.add_argument(
-        "--slice-pixel-spacing",
-        help="assumed mm per pixel of slice images, or 'native' (default: config "
-        "lesion.slice_pixel_spacing_mm)",
-    )
-    parser.add_argument("--real-fraction", type=float, default=REAL_FRACTION)
-    parser.add_argument("--kfold", type=int, default=0, help="k-fold on the slice sets first")
-    parser.add_argument("--init", help="start from this checkpoint's weights")
-    parser.add_argument("--config", help="config.yaml (window / spacing defaults)")
 
 
 def run_train(args: argparse.Namespace) -> dict[str, Any]:
