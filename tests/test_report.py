@@ -75,3 +75,18 @@ def test_report_sections_and_embedding(tmp_path: Path, monkeypatch) -> None:
         r"peak of lesion_percent, moderate.*?day \d+\.\d \(95 % CI [\d.]+-[\d.]+\)", html
     )
     assert 'src="http' not in html and "<link" not in html  # nothing external
+
+
+def test_skipped_series_are_listed_with_their_reason(tmp_path):
+    from serialct.report import _skipped_series_section
+
+    table = tmp_path / "A.series.tsv"
+    table.write_text(
+        "center\tpatient_id\tstudy_date\tseries_number\tchosen\treason\n"
+        "A\tP1\t20200101\t1\tTrue\tchosen of 2 candidate(s)\n"
+        "A\tP1\t20200101\t9\tFalse\tgantry tilt 18.5 deg: not supported\n"
+    )
+    html = _skipped_series_section([table])
+    assert "(1 of 2)" in html
+    assert "gantry tilt 18.5 deg" in html
+    assert "chosen of 2" not in html

@@ -336,6 +336,26 @@ def _settings_section(config: dict[str, Any]) -> str:
     return "<h2>Settings used</h2>" + _table_html(pd.DataFrame(rows, columns=["setting", "value"]))
 
 
+def _skipped_series_section(series_tables: list[Path]) -> str:
+    """DICOM series not used as a scan, each with the index's reason."""
+    frames = [f for f in (_read_tsv(Path(p)) for p in series_tables) if f is not None]
+    if not frames:
+        return ""
+    series = pd.concat(frames, ignore_index=True)
+    skipped = series[series["chosen"].astype(str).str.lower() != "true"]
+    wanted = ("center", "patient_id", "study_date", "series_number", "series_description",
+              "n_files", "reason")  # fmt: skip
+    columns = [c for c in wanted if c in skipped.columns]
+    body = (
+        _table_html(skipped[columns])
+        if len(skipped)
+        else '<p class="note">every series found was used</p>'
+    )
+    return f"<h2>DICOM series not used ({len(skipped)} of {len(series)})</h2>{body}" + _caption(
+        "From index/CENTER.series.tsv: why each series did not become a scan."
+    )
+
+
 def _qc_section(qc_pngs: list[Path]) -> str:
     parts = [
         f"<h2>QC overlays ({len(qc_pngs)} scans)</h2>",
@@ -368,8 +388,12 @@ def write_report(
     figures_dir: Path | str,
     qc_pngs: list[Path],
     config: dict[str, Any],
+    series_tables: list[Path] | None = None,
 ) -> None:
-    """Write the cohort report as one HTML file that can be mailed (no external files)."""
+    """Write the cohort report as one HTML file that can be mailed (no external files).
+
+    ``series_tables`` (``index/{center}.series.tsv``) add the DICOM series that did not become
+    scans, with the reason (localizer, tilt, thickness, ...)."""
     stats_dir, tables_dir, figures_dir = Path(stats_dir), Path(tables_dir), Path(figures_dir)
     sections = [_summary_section(stats_dir, tables_dir)]
     for i, title in TABLE_TITLES.items():
@@ -386,6 +410,7 @@ def write_report(
     )
     sections.append("<h2>Figures</h2>" + (figures_html or '<p class="note">none</p>'))
     sections.append(_qc_section(list(qc_pngs)))
+    sections.append(_skipped_series_section(series_tables or []))
     sections.append(_settings_section(config))
     html = (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'

@@ -287,11 +287,13 @@ def make_figures(
 
 def write_report(
     out_html: Path, stats_dir: Path, tables_dir: Path, figures_dir: Path,
-    qc_pngs: Sequence[Path], config: dict[str, Any],
+    qc_pngs: Sequence[Path], config: dict[str, Any], series_tables: Sequence[Path] = (),
 ) -> None:  # fmt: skip
     from serialct import report
 
+    if isinstance(series_tables, str | Path):  # Snakemake passes a single file as a string
+        series_tables = [series_tables]
     report.write_report(
         Path(out_html), Path(stats_dir), Path(tables_dir), Path(figures_dir),
-        [Path(p) for p in qc_pngs], config,
+        [Path(p) for p in qc_pngs], config, [Path(p) for p in series_tables],
     )  # fmt: skip

@@ -7,6 +7,7 @@ rule report:
         figures=FIGURES,
         tables=[f"{RESULTS}/tables/scans.tsv", f"{RESULTS}/tables/patients.tsv"],
         qc=per_scan(["qc.png"]),
+        series=expand(f"{RESULTS}/index/{{center}}.series.tsv", center=CENTERS),
     output:
         f"{RESULTS}/report.html",
     params:

@@ -13,4 +13,5 @@ write_report(
     snakemake.params.figures_dir,
     snakemake.input.qc,
     snakemake.config,
+    snakemake.input.series,
 )
