@@ -19,6 +19,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from serialct.stats.describe import numeric_column
+
 log = logging.getLogger("serialct")
 
 MIN_N = 3
@@ -106,12 +108,6 @@ def _subset(scans: pd.DataFrame, group: str, timepoint: str) -> pd.DataFrame:
     return sub
 
 
-def _column(frame: pd.DataFrame, name: str) -> np.ndarray:
-    if name not in frame.columns:
-        return np.full(len(frame), np.nan)
-    return pd.to_numeric(frame[name], errors="coerce").to_numpy(dtype=float)
-
-
 def correlation_table(scans: pd.DataFrame) -> pd.DataFrame:
     """All contract rows of correlations.tsv (timepoint rows use the assigned scan per patient).
 
@@ -123,7 +119,11 @@ def correlation_table(scans: pd.DataFrame) -> pd.DataFrame:
         for group in GROUPS:
             for timepoint in TIMEPOINTS_ALL:
                 sub = _subset(scans, group, timepoint)
-                xs, ys, zs = _column(sub, x), _column(sub, y), _column(sub, CONTROL)
+                xs, ys, zs = (
+                    numeric_column(sub, x),
+                    numeric_column(sub, y),
+                    numeric_column(sub, CONTROL),
+                )
                 for method, result in (
                     ("spearman", spearman(xs, ys)),
                     ("partial_spearman", partial_spearman(xs, ys, zs)),

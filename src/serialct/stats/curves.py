@@ -17,6 +17,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from serialct.stats.describe import numeric_column
+
 log = logging.getLogger("serialct")
 
 MODELS = {"linear": 1, "quadratic": 2, "cubic": 3}
@@ -148,19 +150,13 @@ def fit_curve(x: np.ndarray, y: np.ndarray, model: str, constant: bool) -> dict[
     return out
 
 
-def _values(frame: pd.DataFrame, name: str) -> np.ndarray:
-    if name not in frame.columns:
-        return np.full(len(frame), np.nan)
-    return pd.to_numeric(frame[name], errors="coerce").to_numpy(dtype=float)
-
-
 def curve_fit_table(scans: pd.DataFrame) -> pd.DataFrame:
     """All contract rows of curve_fits.tsv (every model, with and without constant)."""
     rows = []
     for xname, yname, groups in FIT_PAIRS:
         for group in groups:
             sub = scans if group == "all" else scans[scans["severity"] == group]
-            xs, ys = _values(sub, xname), _values(sub, yname)
+            xs, ys = numeric_column(sub, xname), numeric_column(sub, yname)
             for model in MODELS:
                 for constant in (True, False):
                     fit = fit_curve(xs, ys, model, constant)

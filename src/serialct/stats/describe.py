@@ -10,6 +10,7 @@ import math
 from collections.abc import Iterable
 
 import numpy as np
+import pandas as pd
 
 QUARTILE_METHOD = "weibull"  # SPSS "weighted average at x(n+1)p"
 DECIMALS = 2
@@ -73,3 +74,10 @@ def format_p(p: float | None) -> str:
 def format_rho(rho: float | None) -> str:
     """Correlation coefficient with three decimals; empty when missing."""
     return format_number(rho, 3) if rho is not None else ""
+
+
+def numeric_column(frame: pd.DataFrame, name: str) -> np.ndarray:
+    """``frame[name]`` as floats (unparseable cells NaN); all NaN when the column is missing."""
+    if name not in frame.columns:
+        return np.full(len(frame), np.nan)
+    return pd.to_numeric(frame[name], errors="coerce").to_numpy(dtype=float)
