@@ -4,9 +4,16 @@
 # pid written to $SLURM_PIDS so .ci/slurm-down.sh can stop exactly those.
 set -euo pipefail
 SLURM_PIDS=${SLURM_PIDS:-/tmp/serialct-slurm.pids}
+# a cluster this script started before is stopped first (its pids are in the file)
+[ -s "$SLURM_PIDS" ] && SLURM_PIDS="$SLURM_PIDS" bash "$(dirname "$0")/slurm-down.sh"
 : > "$SLURM_PIDS"
 
-if ! command -v slurmctld >/dev/null; then
+missing=0
+for tool in munged mariadbd mysqladmin slurmdbd slurmctld slurmd sbatch sacct sacctmgr; do
+  command -v "$tool" >/dev/null || missing=1
+done
+if [ "$missing" -eq 1 ]; then
+  echo "slurm: installing slurm-wlm munge slurmdbd mariadb-server"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm munge slurmdbd mariadb-server >/dev/null
 fi

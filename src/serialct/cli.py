@@ -36,7 +36,14 @@ def cmd_synth(args: argparse.Namespace) -> None:
     from serialct.phantom import DEFAULT_SHAPE
     from serialct.synth import synth_cohort
 
-    if args.patients < 1:
+    if args.index_only:
+        from serialct.synth import synth_index_only
+
+        if not args.scans or args.scans < 1:
+            raise InputError(f"--index-only needs --scans N (at least 1), got {args.scans}")
+        print(synth_index_only(Path(args.out), scans=args.scans, seed=args.seed))
+        return
+    if args.patients is None or args.patients < 1:
         raise InputError(f"--patients must be at least 1, got {args.patients}")
     shape = args.shape or DEFAULT_SHAPE
     config = synth_cohort(Path(args.out), patients=args.patients, seed=args.seed, shape=shape)
@@ -128,7 +135,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("synth", help="draw a synthetic cohort: DICOM, sheets, truth, config.yaml")
     p.add_argument("out", help="output folder")
-    p.add_argument("--patients", type=int, required=True, help="number of patients")
+    p.add_argument("--patients", type=int, default=None, help="number of patients")
+    p.add_argument(
+        "--index-only", action="store_true",
+        help="no images, only what the index checkpoint writes (DAG-scale tests); needs --scans",
+    )  # fmt: skip
+    p.add_argument("--scans", type=int, default=None, help="with --index-only: number of scans")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument(
         "--shape", type=_shape, default=None,

@@ -17,6 +17,7 @@ import pandas as pd
 import SimpleITK as sitk
 
 from serialct import histogram, quantify, sheets, tables
+from serialct.atomic import atomic_files, atomic_path, write_text
 from serialct.errors import InputError
 
 log = logging.getLogger("serialct")
@@ -29,8 +30,17 @@ def _read_image(path: Path) -> sitk.Image:
 
 
 def _write_json(path: Path, payload: dict[str, Any]) -> None:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps(payload, indent=2, default=_json_default) + "\n")
+    write_text(Path(path), json.dumps(payload, indent=2, default=_json_default) + "\n")
+
+
+def _write_image(image: sitk.Image, path: Path) -> None:
+    with atomic_path(Path(path)) as tmp:
+        sitk.WriteImage(image, str(tmp), useCompression=True)
+
+
+def _write_tsv(frame: pd.DataFrame, path: Path) -> None:
+    with atomic_path(Path(path)) as tmp:
+        frame.to_csv(tmp, sep="\t", index=False)
 
 
 def _json_default(value: Any) -> Any:
@@ -78,7 +88,8 @@ def convert_scan(manifest: Path, out_nifti: Path, out_json: Path) -> None:
 
     scan = json.loads(Path(manifest).read_text())
     with _Timer(f"convert {scan['patient_id']}/{scan['scan_id']}"):
-        sidecar = convert_series([Path(f) for f in scan["files"]], Path(out_nifti), Path(out_json))
+        with atomic_path(Path(out_nifti)) as tmp_nifti, atomic_path(Path(out_json)) as tmp_json:
+            sidecar = convert_series([Path(f) for f in scan["files"]], tmp_nifti, tmp_json)
     sidecar.update({k: scan[k] for k in ("center", "patient_id", "scan_id", "study_date")})
     _write_json(out_json, sidecar)
 
@@ -105,8 +116,8 @@ def segment_masks(
         else:
             lobes = segment_lobes(ct, lung)
     reasons = lung_qc(lung, config["lung"])
-    sitk.WriteImage(lung, str(lung_out), useCompression=True)
-    sitk.WriteImage(lobes, str(lobes_out), useCompression=True)
+    _write_image(lung, lung_out)
+    _write_image(lobes, lobes_out)
     _write_json(
         Path(lung_out).parent / "lung_qc.json",
         {"qc_messages": reasons, "lobes": str(user_lobes) if user_lobes else "approximate"},
@@ -127,7 +138,7 @@ def segment_lesions(
         torch.set_num_threads(int(threads))
     with _Timer("lesion segmentation"):
         lesion = infer(_read_image(ct_path), _read_image(lung_path), Path(model), config)
-    sitk.WriteImage(lesion, str(out), useCompression=True)
+    _write_image(lesion, out)
 
 
 def quantify_scan(
@@ -157,7 +168,10 @@ def quantify_scan(
         metrics["qc_status"] = prefix + "; ".join(lung_reasons)
     metrics.update(measured)
     _write_json(metrics_out, metrics)
-    qc_overlay(scan_dir / "ct.nii.gz", scan_dir / "lung.nii.gz", scan_dir / "lesion.nii.gz", qc_png)
+    with atomic_path(Path(qc_png)) as tmp_png:
+        qc_overlay(
+            scan_dir / "ct.nii.gz", scan_dir / "lung.nii.gz", scan_dir / "lesion.nii.gz", tmp_png
+        )
     log.info(
         "%s/%s: lung %.0f cm3, lesion %.1f cm3 (%.2f %%)", metrics["patient_id"],
         metrics["scan_id"], measured["lung_volume_cm3"], measured["lesion_volume_cm3"],
@@ -176,10 +190,9 @@ def build_tables(
         for c, s in config["centers"].items()
     }
     scans, issues = tables.build_scans_table(metrics, clinical, readings, config)
-    Path(scans_out).parent.mkdir(parents=True, exist_ok=True)
-    scans.to_csv(scans_out, sep="\t", index=False)
-    tables.build_patients_table(scans).to_csv(patients_out, sep="\t", index=False)
-    issues.to_csv(issues_out, sep="\t", index=False)
+    _write_tsv(scans, scans_out)
+    _write_tsv(tables.build_patients_table(scans), patients_out)
+    _write_tsv(issues, issues_out)
     log.info(
         "%d scans of %d patients; %d issues", len(scans), scans["patient_id"].nunique(), len(issues)
     )
@@ -244,8 +257,8 @@ def cohort_stats(
             [sheets.attach_readings(scans[at], readings.drop(columns="center")), scans[~at]],
             ignore_index=True,
         )
-    Path(out_dir).mkdir(parents=True, exist_ok=True)
-    run_cohort_stats(scans, clinical, config, Path(out_dir))
+    with atomic_files(Path(out_dir)) as tmp_dir:
+        run_cohort_stats(scans, clinical, config, tmp_dir)
 
 
 def build_reference(scan_dirs: Sequence[Path], out: Path, config: dict[str, Any]) -> None:
@@ -272,17 +285,19 @@ def make_figures(
     scans = sheets.read_scans_table(Path(scans_tsv))
     fits = pd.read_csv(fits_tsv, sep="\t")
     fig2, fig3, fig4 = map(Path, outputs)
-    fig2.parent.mkdir(parents=True, exist_ok=True)
-    figures.figure2(scans, fits, fig2)
-    figures.figure3(scans, fits, fig3)
+    with atomic_path(fig2) as tmp2, atomic_path(fig3) as tmp3:
+        figures.figure2(scans, fits, tmp2)
+        figures.figure3(scans, fits, tmp3)
     scan_dirs = sorted({Path(f).parent for f in exemplary_files})
-    lookup = scans.set_index(["patient_id", "scan_id"])
+    # scans/CENTER/PATIENT/SCAN: the same patient id may exist at two centres
+    lookup = scans.astype({"center": str}).set_index(["center", "patient_id", "scan_id"])
     titles = []
     for scan_dir in scan_dirs:
-        key = (scan_dir.parent.name, scan_dir.name)
+        key = (scan_dir.parent.parent.name, scan_dir.parent.name, scan_dir.name)
         day = lookup.loc[key, "days_since_onset"] if key in lookup.index else None
-        titles.append(f"{key[0]} {key[1]}" + (f" (day {day:.0f})" if pd.notna(day) else ""))
-    figures.figure4(scan_dirs, titles, fig4)
+        titles.append(f"{key[1]} {key[2]}" + (f" (day {day:.0f})" if pd.notna(day) else ""))
+    with atomic_path(fig4) as tmp4:
+        figures.figure4(scan_dirs, titles, tmp4)
 
 
 def write_report(
@@ -293,7 +308,8 @@ def write_report(
 
     if isinstance(series_tables, str | Path):  # Snakemake passes a single file as a string
         series_tables = [series_tables]
-    report.write_report(
-        Path(out_html), Path(stats_dir), Path(tables_dir), Path(figures_dir),
-        [Path(p) for p in qc_pngs], config, [Path(p) for p in series_tables],
-    )  # fmt: skip
+    with atomic_path(Path(out_html)) as tmp_html:
+        report.write_report(
+            tmp_html, Path(stats_dir), Path(tables_dir), Path(figures_dir),
+            [Path(p) for p in qc_pngs], config, [Path(p) for p in series_tables],
+        )  # fmt: skip

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -401,4 +402,88 @@ def synth_cohort(
     config_path = out / "config.yaml"
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
     log.info("synthetic cohort: %d patients, %d scans in %s", patients, len(truth), out)
+    return config_path
+
+
+def synth_index_only(out: Path, scans: int, seed: int = 0) -> Path:
+    """An index-only cohort of exactly ``scans`` scans: what the index checkpoint would have
+    written (``results/index/SYNTH.tsv``, ``.series.tsv`` and one manifest per scan), the
+    clinical and readings sheets, a flat reference histogram and a config, but no images and
+    an empty DICOM folder. A dry run on it builds the full per-scan DAG (DAG-scale benchmark,
+    ``benchmarks/dag_scale.py``); the per-scan jobs themselves cannot run. Returns the config.
+    """
+    from serialct.dicom.index import MANIFEST_SUFFIX, SERIES_TABLE_COLUMNS, series_table_path
+
+    if scans < 1:
+        raise ValueError(f"scans must be at least 1, got {scans}")
+    out = Path(out).resolve()
+    (out / "dicom").mkdir(parents=True, exist_ok=True)
+    index_dir = out / "results" / "index"
+    cfg = defaults()
+    bins = list(cfg["ct_score"]["bins"])
+    rng = np.random.default_rng(seed)
+    clinical, readings, rows = [], [], []
+    while len(rows) < scans:
+        severity = SEVERITIES[int(rng.random() < SEVERE_SHARE)]
+        plan = plan_patient(rng, f"P{len(clinical) + 1:05d}", severity)
+        clinical.append(plan.clinical)
+        for day in plan.scan_days[: scans - len(rows)]:
+            date = plan.onset + dt.timedelta(days=day)
+            scan_id = date.strftime("%Y%m%d")
+            key = (seed, plan.patient_id, scan_id)
+            rows.append(
+                {
+                    "center": CENTER_ID, "patient_id": plan.patient_id, "scan_id": scan_id,
+                    "study_date": date.isoformat(), "study_uid": _uid(*key, "study"),
+                    "series_uid": _uid(*key, "series"), "series_key": f"s{scan_id}",
+                    "series_number": 2, "series_description": "index-only synthetic scan",
+                    "manufacturer": MANUFACTURER, "kernel": CONVOLUTION_KERNEL, "n_files": 0,
+                    "slice_thickness": 1.0,
+                }
+            )  # fmt: skip
+            percent, _ = scan_burden(severity, day, plan.factor, rng)
+            lobes = dict.fromkeys(LOBES, percent)
+            phantom_free = {"patient_id": plan.patient_id, "study_date": date.isoformat()}
+            scores = reader_scores(lobes, bins, rng)
+            readings.append(
+                phantom_free
+                | {"ct_score": sum(scores.values())}
+                | {col: scores[lobe] for col, lobe in zip(SCORE_COLUMNS, LOBES, strict=True)}
+                | {"involved_lobes": sum(s > 0 for s in scores.values())}
+            )
+    index = pd.DataFrame(rows)
+    index_tsv = index_dir / f"{CENTER_ID}.tsv"
+    index_tsv.parent.mkdir(parents=True, exist_ok=True)
+    index.to_csv(index_tsv, sep="\t", index=False)
+    series = index.assign(chosen=True, reason="index-only synthetic cohort")
+    series.reindex(columns=list(SERIES_TABLE_COLUMNS)).to_csv(
+        series_table_path(index_tsv), sep="\t", index=False
+    )
+    for row in rows:
+        manifest = index_dir / CENTER_ID / row["patient_id"] / f"{row['scan_id']}{MANIFEST_SUFFIX}"
+        manifest.parent.mkdir(parents=True, exist_ok=True)
+        manifest.write_text(json.dumps(row | {"files": [], "sha1": ""}, indent=2) + "\n")
+
+    paths = {name: out / f"{name}.tsv" for name in ("clinical", "readings")}
+    pd.DataFrame(clinical).to_csv(paths["clinical"], sep="\t", index=False)
+    pd.DataFrame(readings).to_csv(paths["readings"], sep="\t", index=False)
+    hist = cfg["histogram"]
+    edges = np.arange(hist["min_hu"], hist["max_hu"] + hist["bin_width_hu"], hist["bin_width_hu"])
+    reference = out / "reference_histogram.tsv"
+    write_reference(reference, edges, np.full(len(edges) - 1, 1.0 / (len(edges) - 1)))
+    config = {
+        "results": str(out / "results"),
+        "centers": {
+            CENTER_ID: {
+                "dicom": str(out / "dicom"),
+                "clinical": str(paths["clinical"]),
+                "readings": str(paths["readings"]),
+            }
+        },
+        "reference_histogram": str(reference),
+    }
+    validate_config(copy.deepcopy(config), source="index-only synthetic config")
+    config_path = out / "config.yaml"
+    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    log.info("index-only synthetic cohort: %d patients, %d scans in %s", len(clinical), scans, out)
     return config_path

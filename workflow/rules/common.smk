@@ -40,9 +40,7 @@ def on_gpu():
     return config["device"] == "cuda"
 
 
-def grows(base):
-    """Resource that grows with each retry (profiles set retries): base x attempt."""
-    return lambda wildcards, attempt: base * attempt
+include: "resources.smk"
 
 
 def parent_of(name):
@@ -112,8 +110,9 @@ def exemplary_scan_files(wildcards):
 
 
 def all_outputs(wildcards):
+    """The cohort outputs. Every per-scan file (PER_SCAN) is an input of quantify, whose outputs
+    tables and report take in, so listing 6 files per scan here again would only slow large DAGs."""
     return [
-        *per_scan(PER_SCAN)(wildcards),
         f"{RESULTS}/tables/scans.tsv",
         f"{RESULTS}/tables/patients.tsv",
         *STATS_FILES,
