@@ -18,6 +18,7 @@ include: "workflow/rules/lesion.smk"
 include: "workflow/rules/quantify.smk"
 include: "workflow/rules/cohort.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/train.smk"
 
 
 rule all:

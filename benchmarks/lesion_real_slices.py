@@ -76,7 +76,8 @@ def main() -> None:
     res = evaluate(Path(args.model), Path(args.data), config, args.window_center,
                    args.window_width)  # fmt: skip
     print(f"model {args.model}")
-    print(f"pixel spacing assumed: {config['lesion'].get('slice_pixel_spacing_mm')} mm; "
+    print(f"pixel spacing assumed: {config['lesion'].get('slice_pixel_spacing_mm')} mm (None: the "
+          "checkpoint's, else native); "
           f"window C={args.window_center} W={args.window_width}")  # fmt: skip
     for k, v in res.items():
         if k != "per_slice_lesion_dice":

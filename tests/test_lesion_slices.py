@@ -135,3 +135,30 @@ def test_cli_segment_slices(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert (mask[:, 1:9] == LESION_GGO).all()
     assert main(["segment-slices", str(tmp_path / "none"), str(tmp_path / "o2")]) == 2
     assert "not a folder" in capsys.readouterr().err
+
+
+def test_checkpoint_threshold_and_slice_spacing_are_used(monkeypatch) -> None:
+    from serialct.lesion import slices as slices_mod
+    from serialct.lesion.infer import lesion_threshold
+
+    assert lesion_threshold({}) == 0.5
+    assert lesion_threshold({"threshold": 0.3}) == 0.3
+    prob = np.array([[0.2, 0.35, 0.6]])
+    hu = np.full(prob.shape, -500.0)
+    assert labels_from_probability(prob, hu, defaults()["hu"]).tolist() == [[0, 0, 1]]
+    assert labels_from_probability(prob, hu, defaults()["hu"], 0.3).tolist() == [[0, 1, 1]]
+
+    seen: list[float | None] = []
+
+    def fake_probability(hu, model, meta, device, spacing):  # noqa: ANN001, ANN202
+        seen.append(spacing)
+        return np.full(hu.shape, 0.4, dtype=np.float32)
+
+    monkeypatch.setattr(slices_mod, "slice_probability", fake_probability)
+    pixels = np.full((8, 8), 100, dtype=np.uint8)
+    meta = {"slice_pixel_spacing_mm": 0.7, "threshold": 0.3}
+    out = slices_mod.segment_slice_array(pixels, None, meta, None, _config(None), CENTER, WIDTH)
+    assert out.all()  # 0.4 >= the checkpoint's 0.3
+    out = slices_mod.segment_slice_array(pixels, None, {}, None, _config(1.4), CENTER, WIDTH)
+    assert not out.any()  # 0.4 < the default 0.5
+    assert seen == [0.7, 1.4]  # config null -> the checkpoint's slice spacing; config wins

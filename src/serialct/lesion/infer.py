@@ -111,6 +111,12 @@ def check_meta(path: Path, meta: dict[str, Any]) -> None:
         raise InputError(f"{path}: checkpoint preprocess {meta['preprocess']} lacks clip_hu")
 
 
+def lesion_threshold(meta: dict[str, Any]) -> float:
+    """Probability at or above which a pixel is lesion: the checkpoint's ``threshold`` (chosen on
+    held-out data at training time) or :data:`LESION_PROBABILITY_THRESHOLD` if it has none."""
+    return float(meta.get("threshold", LESION_PROBABILITY_THRESHOLD))
+
+
 @functools.lru_cache(maxsize=2)
 def _cached_model(path: str, mtime_ns: int, device: str) -> tuple[CovidLesionNet, dict[str, Any]]:
     return load_model(Path(path), torch.device(device))
@@ -220,7 +226,7 @@ def segment_lesions(
         prob_img = sitk.GetImageFromArray(prob)
         prob_img.CopyInformation(ref)
         prob = sitk.GetArrayFromImage(_resample(prob_img, ct_f, sitk.sitkLinear, 0.0))
-    lesion = (prob >= LESION_PROBABILITY_THRESHOLD) & lung_arr
+    lesion = (prob >= lesion_threshold(meta)) & lung_arr
     lesion = drop_small_components(lesion, ct.GetSpacing(), float(lesion_cfg["min_component_mm3"]))
     labels = split_by_density(sitk.GetArrayFromImage(ct), lesion, config["hu"])
     out = sitk.GetImageFromArray(labels)

@@ -11,8 +11,9 @@ enough to keep a third "other" class).
 
 The images carry no pixel spacing. ``config["lesion"]["slice_pixel_spacing_mm"]``, when set, is
 the assumed one; each image is resampled from it to the checkpoint's training pixel spacing, as the
-volume path does. ``null`` (the default) runs the net at the image's native size: on the 50 MedSeg
-slices this measured better than assuming 0.7-1.4 mm pixels (benchmarks/lesion_real_slices.py).
+volume path does. ``null`` (the default) takes the spacing the checkpoint's slice sets were trained
+at (meta ``slice_pixel_spacing_mm``), and runs the net at the image's native size when the
+checkpoint has none. The probability threshold is the checkpoint's (:func:`lesion_threshold`).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from serialct.lesion.density import split_by_density
 from serialct.lesion.infer import (
     LESION_PROBABILITY_THRESHOLD,
     SPACING_TOLERANCE,
+    lesion_threshold,
     load_model,
     pick_device,
 )
@@ -135,13 +137,18 @@ def _fit(a: np.ndarray, shape: Sequence[int]) -> np.ndarray:
     return np.pad(a, pad, mode="edge") if any(p[1] for p in pad) else a
 
 
-def labels_from_probability(prob: np.ndarray, hu: np.ndarray, hu_cfg: dict[str, Any]) -> np.ndarray:
-    """uint8 mask 0/1 GGO/2 consolidation: lesion where prob >= 0.5, kind by the HU rule.
+def labels_from_probability(
+    prob: np.ndarray,
+    hu: np.ndarray,
+    hu_cfg: dict[str, Any],
+    threshold: float = LESION_PROBABILITY_THRESHOLD,
+) -> np.ndarray:
+    """uint8 mask 0/1 GGO/2 consolidation: lesion where prob >= threshold, kind by the HU rule.
 
     Lesion pixels outside both HU ranges go to the nearer kind: below the GGO range GGO,
     otherwise consolidation.
     """
-    lesion = prob >= LESION_PROBABILITY_THRESHOLD
+    lesion = prob >= threshold
     labels = split_by_density(hu, lesion, hu_cfg)
     other = lesion & (labels != LESION_GGO) & (labels != LESION_CONSOLIDATION)
     below = hu < float(hu_cfg["ggo"][0])
@@ -163,8 +170,10 @@ def segment_slice_array(
     """Mask (uint8 0/1/2) of one windowed 8-bit slice; see the module docstring."""
     hu = window_to_hu(pixels, window_center, window_width)
     spacing = config["lesion"].get("slice_pixel_spacing_mm")
+    if spacing is None:  # the spacing the checkpoint's slice sets were trained at, if any
+        spacing = meta.get("slice_pixel_spacing_mm")
     prob = slice_probability(hu, model, meta, device, None if spacing is None else float(spacing))
-    return labels_from_probability(prob, hu, config["hu"])
+    return labels_from_probability(prob, hu, config["hu"], lesion_threshold(meta))
 
 
 def segment_slices(

@@ -281,12 +281,14 @@ def train(
     init: Path | None = None,
     extra_metrics: dict[str, Any] | None = None,
     command_extra: Sequence[str] = (),
+    threshold: float | None = None,
 ) -> dict[str, Any]:
     """Train on phantom slices (+ ``real`` labelled slices), validate, save ``out`` + .json meta.
 
     ``real`` slices at positions ``holdout`` are not trained on but validated with the
     ``segment-slices`` path (mean per-slice lesion Dice). ``init`` starts from a checkpoint's
-    weights (same architecture). Returns the meta.
+    weights (same architecture). ``threshold`` is stored as the checkpoint's lesion probability
+    threshold (validation uses it). Returns the meta.
     """
     from serialct.phantom import spacing_for_shape
 
@@ -417,6 +419,9 @@ def train(
             meta["data"]["real_val_sha1"] = val_real.sha1
     if init is not None:
         command += ["--init", str(init)]
+    if threshold is not None:
+        meta["threshold"] = float(threshold)
+        command += ["--threshold", str(threshold)]
     command += list(command_extra)
     meta["command"] = shlex.join(command)
     if extra_metrics:
@@ -527,12 +532,49 @@ def run_train(args: argparse.Namespace) -> dict[str, Any]:
         device=args.device,
         pool_volumes=args.pool_volumes,
         init=Path(args.init) if args.init else None,
+        threshold=args.threshold,
     )
     if args.kfold:
         if real is None or not args.real_slices:
             raise InputError("--kfold needs --real-slices")
         return train_kfold(Path(args.out), real=real, k=args.kfold, seed=args.seed, **kwargs)
     return train(Path(args.out), real=real, seed=args.seed, **kwargs)
+
+
+def train_from_config(
+    config: dict[str, Any], out: Path, *, threads: int | None = None
+) -> dict[str, Any]:
+    """Train as ``config["train"]`` says (the ``train_model`` rule); returns the meta.
+
+    Slice windows and the assumed slice pixel spacing come from ``config["lesion"]``, the device
+    from ``config["device"]``; ``threads`` caps torch's CPU threads (the job's allocation).
+    """
+    if threads is not None:
+        torch.set_num_threads(max(int(threads), 1))
+    tc = config["train"]
+    center, width = config["lesion"]["slice_window"]
+    spacing = config["lesion"]["slice_pixel_spacing_mm"]
+    args = argparse.Namespace(
+        out=str(out),
+        epochs=int(tc["epochs"]),
+        steps_per_epoch=int(tc["steps_per_epoch"]),
+        batch_size=int(tc["batch_size"]),
+        lr=float(tc["lr"]),
+        seed=int(tc["seed"]),
+        device=config["device"],
+        pool_volumes=int(tc["pool_volumes"]),
+        real_slices=[str(d) for d in tc["real_slices"]],
+        volume=[[str(i), str(lab)] for i, lab in tc["volumes"]],
+        window_center=float(center),
+        window_width=float(width),
+        slice_pixel_spacing="native" if spacing is None else str(spacing),
+        real_fraction=float(tc["real_fraction"]),
+        kfold=int(tc["kfold"]),
+        init=tc["init"],
+        threshold=tc["threshold"],
+        config=None,
+    )
+    return run_train(args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import argparse
-from typing import Final
+from pathlib import Path
+from typing import Any, Final
 
 REAL_FRACTION: Final = 0.5  # expected share of real slices in a batch when there are any
 
@@ -45,3 +46,16 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kfold", type=int, default=0, help="k-fold on the slice sets first")
     parser.add_argument("--init", help="start from this checkpoint's weights")
     parser.add_argument("--config", help="config.yaml (window / spacing defaults)")
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        help="lesion probability threshold stored in the checkpoint (default: inference's 0.5)",
+    )
+
+
+def train_input_files(train_config: dict[str, Any]) -> list[str]:
+    """Files/folders a config ``train`` section reads (the ``train_model`` rule's inputs): slice
+    sets' Imgs/ and GT/, volume pairs and the init checkpoint, so a change retrains."""
+    files = [str(Path(d) / sub) for d in train_config["real_slices"] for sub in ("Imgs", "GT")]
+    files += [str(f) for pair in train_config["volumes"] for f in pair]
+    return files + ([str(train_config["init"])] if train_config["init"] else [])
