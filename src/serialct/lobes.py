@@ -14,7 +14,11 @@ in for the fissures (textbook anatomy):
   in front of the oblique one; below it is the middle lobe, above it the upper lobe.
 
 The same planes draw the synthetic phantom's (undulating) fissures, so on phantoms the split is
-close to the truth (lobe Dice ~0.9, per-lobe lesion percent within a few points); real fissures
+close to the truth (lobe Dice ~0.9, per-lobe lesion percent within a few points). The phantom's
+fissures undulate (+-3 % of the lung height) but are not drawn in the image, so no method can
+follow them: at 35-50 % involvement the RML's lesion percent is 5-6.6 points off on the true lung
+with our planes and 4.9-6.0 with the phantom's own planes without the undulation (measured,
+benchmarks/lung_validation.py column ``geom``); real fissures
 are curved and vary between patients, so per-lobe numbers on patients are rough: good for
 "which lobes are involved" and the 0-5 lobe scores, not for lobar volumes. Every lung voxel gets
 exactly one lobe of its own side.
