@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -75,3 +77,23 @@ def test_dry_run_plans_every_scan_and_writes_nothing(tmp_path):
     )
     assert counts["tables"] == counts["report"] == 1
     assert {str(p): p.stat().st_mtime_ns for p in cohort.rglob("*")} == before
+
+
+@pytest.mark.integration
+def test_user_lobes_become_an_input_of_that_scans_lung_job(tmp_path):
+    config_path = synth_index_only(tmp_path / "c", scans=2, seed=1)
+    config = yaml.safe_load(config_path.read_text())
+    index = pd.read_csv(Path(config["results"]) / "index" / "SYNTH.tsv", sep="\t", dtype=str)
+    patient, scan = index.iloc[0][["patient_id", "scan_id"]]
+    lobes = tmp_path / "lobes" / f"{patient}_{scan}.nii.gz"
+    lobes.parent.mkdir()
+    lobes.write_bytes(b"")
+    config["lobes_from"] = str(lobes.parent)
+    config_path.write_text(yaml.safe_dump(config))
+    run = subprocess.run(
+        [str(Path(sys.executable).with_name("snakemake")), "--cores", "1", "--configfile",
+         str(config_path), "--dry-run", "scans"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.count(str(lobes)) == 1  # the one scan that has user lobes, and only it
