@@ -6,7 +6,7 @@ DEMO := demo
 DEMO_PATIENTS := 6
 CORES ?= 2
 
-.PHONY: setup demo test lint clean-demo
+.PHONY: setup demo test bench lint clean-demo
 
 $(BIN)/.installed: requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,9 +31,14 @@ demo: setup $(DEMO)/config.yaml
 test: setup
 	$(BIN)/python -m pytest -q
 
+# every stage at 512x512x300 and on the real samples (~15 min on 2 cores); writes BENCHMARKS.md
+bench: setup
+	$(BIN)/python benchmarks/run.py --profile auto --out benchmarks/results/latest.json \
+		--compare benchmarks/results/baseline.json
+
 lint: setup
-	$(BIN)/ruff check src tests workflow/scripts
-	$(BIN)/ruff format --check src tests workflow/scripts
+	$(BIN)/ruff check src tests workflow/scripts benchmarks
+	$(BIN)/ruff format --check src tests workflow/scripts benchmarks
 	$(BIN)/snakemake --lint --configfile config/config.yaml
 
 clean-demo:
