@@ -147,3 +147,31 @@ def ramp_volume(shape: tuple[int, int, int] = (5, 8, 6), seed: int = 0) -> np.nd
 
 REAL_DATA = Path(__file__).parents[1] / ".." / "shared" / "data" / "real"
 REAL_MISSING = f"real DICOM samples not found at {REAL_DATA} (shared data folder absent)"
+
+
+def add_patient(cohort: Path, source: str, new: str) -> int:
+    """Copy one patient's DICOM series and sheet rows under a new PatientID and new UIDs."""
+    import pandas as pd
+    import pydicom
+
+    uids: dict[str, str] = {}
+    studies = set()
+    target = cohort / "dicom" / f"new-{new}"
+    target.mkdir()
+    for i, path in enumerate(sorted((cohort / "dicom").rglob("*.dcm"))):
+        ds = pydicom.dcmread(path)
+        if ds.PatientID != source:
+            continue
+        ds.PatientID = ds.PatientName = new
+        for tag in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
+            old = str(getattr(ds, tag))
+            uids.setdefault(old, generate_uid())
+            setattr(ds, tag, uids[old])
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        studies.add(ds.StudyInstanceUID)
+        ds.save_as(target / f"{i:05d}.dcm")
+    for sheet in ("clinical.tsv", "readings.tsv"):
+        table = pd.read_csv(cohort / sheet, sep="\t", dtype=str)
+        rows = table[table["patient_id"] == source].assign(patient_id=new)
+        pd.concat([table, rows]).to_csv(cohort / sheet, sep="\t", index=False)
+    return len(studies)

@@ -104,6 +104,22 @@ def _profile_retries() -> int:
     return int(profile["retries"])
 
 
+def _hungry_workflow(folder: Path, shell: str) -> None:
+    """A one-rule Snakefile whose job gets mem_mb from the workflow's own grows(1000)."""
+    (folder / "Snakefile").write_text(
+        textwrap.dedent(
+            f"""
+            include: "{ROOT / "workflow" / "rules" / "resources.smk"}"
+
+            rule hungry:
+                output: "done.txt"
+                resources: mem_mb=grows(1000)
+                shell: {shell!r}
+            """
+        )
+    )
+
+
 def test_profile_retries_and_rules_grow_with_attempt():
     assert _profile_retries() >= 1
     values = [
@@ -119,19 +135,10 @@ def test_profile_retries_and_rules_grow_with_attempt():
 def test_failing_job_is_retried_with_more_memory(tmp_path):
     """A job that needs 2 GB fails at attempt 1 (1 GB) and succeeds at attempt 2, with the
     workflow's own grows() and as many retries as the SLURM profile allows."""
-    (tmp_path / "Snakefile").write_text(
-        textwrap.dedent(
-            f"""
-            include: "{ROOT / "workflow" / "rules" / "resources.smk"}"
-
-            rule hungry:
-                output: "done.txt"
-                resources: mem_mb=grows(1000)
-                shell:
-                    "echo attempt {{resources.mem_mb}} >> attempts.txt; "
-                    "test {{resources.mem_mb}} -ge 2000 && echo {{resources.mem_mb}} > {{output}}"
-            """
-        )
+    _hungry_workflow(
+        tmp_path,
+        "echo attempt {resources.mem_mb} >> attempts.txt; "
+        "test {resources.mem_mb} -ge 2000 && echo {resources.mem_mb} > {output}",
     )
     run = subprocess.run(
         [str(SNAKEMAKE), "--cores", "1", "--retries", str(_profile_retries())],
@@ -146,18 +153,7 @@ def test_failing_job_is_retried_with_more_memory(tmp_path):
 @pytest.mark.skipif(not SNAKEMAKE.exists(), reason="snakemake not installed in this venv")
 def test_without_retries_the_job_fails(tmp_path):
     """The control: the same job with no retries stops the run (so the test above can fail)."""
-    (tmp_path / "Snakefile").write_text(
-        textwrap.dedent(
-            f"""
-            include: "{ROOT / "workflow" / "rules" / "resources.smk"}"
-
-            rule hungry:
-                output: "done.txt"
-                resources: mem_mb=grows(1000)
-                shell: "test {{resources.mem_mb}} -ge 2000 && touch {{output}}"
-            """
-        )
-    )
+    _hungry_workflow(tmp_path, "test {resources.mem_mb} -ge 2000 && touch {output}")
     run = subprocess.run(
         [str(SNAKEMAKE), "--cores", "1", "--retries", "0"],
         cwd=tmp_path, capture_output=True, text=True, timeout=300,

@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from dicom_factory import add_patient
 
 from serialct.synth import synth_cohort
 
@@ -97,34 +98,6 @@ def cohort(finished) -> Path:
     return live
 
 
-def _add_patient(cohort: Path, source: str, new: str) -> int:
-    """Copy one patient's DICOM series and sheet rows under a new PatientID and new UIDs."""
-    import pydicom
-    from pydicom.uid import generate_uid
-
-    uids: dict[str, str] = {}
-    studies = set()
-    target = cohort / "dicom" / f"new-{new}"
-    target.mkdir()
-    for i, path in enumerate(sorted((cohort / "dicom").rglob("*.dcm"))):
-        ds = pydicom.dcmread(path)
-        if ds.PatientID != source:
-            continue
-        ds.PatientID = ds.PatientName = new
-        for tag in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
-            old = str(getattr(ds, tag))
-            uids.setdefault(old, generate_uid())
-            setattr(ds, tag, uids[old])
-        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-        studies.add(ds.StudyInstanceUID)
-        ds.save_as(target / f"{i:05d}.dcm")
-    for sheet in ("clinical.tsv", "readings.tsv"):
-        table = pd.read_csv(cohort / sheet, sep="\t", dtype=str)
-        rows = table[table["patient_id"] == source].assign(patient_id=new)
-        pd.concat([table, rows]).to_csv(cohort / sheet, sep="\t", index=False)
-    return len(studies)
-
-
 def test_dry_run_on_finished_run_writes_nothing(cohort):
     before = snapshot(cohort.resolve())
     run = snakemake(cohort / "config.yaml", "--dry-run")
@@ -135,7 +108,7 @@ def test_dry_run_on_finished_run_writes_nothing(cohort):
 
 def test_new_patient_plans_only_its_scans_and_the_fan_in(cohort):
     config = cohort / "config.yaml"
-    n_new = _add_patient(cohort, "P001", "P900")
+    n_new = add_patient(cohort, "P001", "P900")
     index = snakemake(config, str(cohort / "results" / "index" / "SYNTH.tsv"))  # the checkpoint
     assert index.returncode == 0, index.stderr[-3000:]
     jobs = planned_jobs(config)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from dicom_factory import add_patient
 
 from serialct.cli import main as serialct
 
@@ -83,37 +84,9 @@ def test_unknown_config_key_stops_the_run(cohort, tmp_path):
     assert "resluts" in run.stdout + run.stderr
 
 
-def _add_patient(cohort: Path, source: str, new: str) -> int:
-    """Copy one patient's DICOM series and sheet rows under a new PatientID and new UIDs."""
-    import pydicom
-    from pydicom.uid import generate_uid
-
-    uids: dict[str, str] = {}
-    studies = set()
-    target = cohort / "dicom" / f"new-{new}"
-    target.mkdir()
-    for i, path in enumerate(sorted((cohort / "dicom").rglob("*.dcm"))):
-        ds = pydicom.dcmread(path)
-        if ds.PatientID != source:
-            continue
-        ds.PatientID = ds.PatientName = new
-        for tag in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
-            old = str(getattr(ds, tag))
-            uids.setdefault(old, generate_uid())
-            setattr(ds, tag, uids[old])
-        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-        studies.add(ds.StudyInstanceUID)
-        ds.save_as(target / f"{i:05d}.dcm")
-    for sheet in ("clinical.tsv", "readings.tsv"):
-        table = pd.read_csv(cohort / sheet, sep="\t", dtype=str)
-        rows = table[table["patient_id"] == source].assign(patient_id=new)
-        pd.concat([table, rows]).to_csv(cohort / sheet, sep="\t", index=False)
-    return len(studies)
-
-
 def test_new_patient_reruns_only_its_scans_and_the_fan_in(cohort):
     """Runs last: it changes the cohort."""
-    n_new = _add_patient(cohort, "P001", "P900")
+    n_new = add_patient(cohort, "P001", "P900")
     run = snakemake("--configfile", str(cohort / "config.yaml"))
     assert run.returncode == 0, run.stderr[-5000:]
     log = run.stdout + run.stderr
