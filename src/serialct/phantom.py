@@ -98,6 +98,11 @@ BRONCHUS_RADIUS_MM: Final = {LUNG_RIGHT: 6.5, LUNG_LEFT: 5.5}
 OBLIQUE_FISSURE: Final = (0.38, 0.32)  # height fraction = a + b * (normalised y, -1 anterior)
 HORIZONTAL_FISSURE: Final = 0.52  # height fraction of the right horizontal fissure
 FISSURE_WAVE: Final = 0.03  # amplitude (height fraction) of the fissures' smooth undulation
+# Fissures are visible only on thin-section grids: the visceral pleura (FISSURE_MM of soft
+# tissue) is averaged over the voxel's extent across it (a line of about -500..-650 HU at
+# 0.7 x 0.7 x 1 mm before blur), drawn when no voxel side exceeds FISSURE_MAX_VOXEL_MM.
+FISSURE_MM: Final = 0.5
+FISSURE_MAX_VOXEL_MM: Final = 1.5
 VESSEL_ROOT_RADIUS_MM: Final = 4.5
 VESSEL_MIN_RADIUS_MM: Final = 0.7
 VESSEL_RADIUS_RATIO: Final = 0.75
@@ -314,6 +319,7 @@ def draw_anatomy(
 
     lung = np.zeros(shape, dtype=np.uint8)
     lobes = np.zeros(shape, dtype=np.uint8)
+    fissures = np.zeros(shape, dtype=np.float32) if max(spacing) <= FISSURE_MAX_VOXEL_MM else None
     subpleural = np.zeros(shape, dtype=bool)
     targets: dict[int, list[np.ndarray]] = {}
     for side, sign in ((LUNG_RIGHT, -1.0), (LUNG_LEFT, 1.0)):
@@ -330,9 +336,20 @@ def draw_anatomy(
         wave = FISSURE_WAVE * np.sin(2 * np.pi * x / 150.0 + rng.uniform(0, 2 * np.pi))
         z_oblique = z_base + height * (OBLIQUE_FISSURE[0] + OBLIQUE_FISSURE[1] * yn + wave)
         lower = z < z_oblique
+        if fissures is not None:
+            _draw_fissure(fissures, z, z_oblique, spacing, region)
         if side == LUNG_RIGHT:
             wave2 = FISSURE_WAVE * np.sin(2 * np.pi * y / 170.0 + rng.uniform(0, 2 * np.pi))
-            middle = ~lower & (z < z_base + height * (HORIZONTAL_FISSURE + wave2))
+            z_horizontal = z_base + height * (HORIZONTAL_FISSURE + wave2)
+            middle = ~lower & (z < z_horizontal)
+            if fissures is not None:
+                _draw_fissure(
+                    fissures,
+                    z,
+                    np.broadcast_to(z_horizontal, z_oblique.shape),
+                    spacing,
+                    region & ~lower,
+                )
             labels = np.where(
                 lower, LOBE_LABELS["rll"], np.where(middle, LOBE_LABELS["rml"], LOBE_LABELS["rul"])
             )
@@ -354,6 +371,9 @@ def draw_anatomy(
     in_lung = lung > 0
     gradient = HU_PARENCHYMA_DEPENDENT_GAIN * (y - y.min()) / (y.max() - y.min())
     hu[in_lung] = np.broadcast_to(HU_PARENCHYMA + gradient, shape)[in_lung]
+    if fissures is not None:
+        hu[in_lung] += fissures[in_lung]
+        del fissures
 
     vessel = np.zeros(shape, dtype=bool)
     for side in (LUNG_RIGHT, LUNG_LEFT):
@@ -365,6 +385,27 @@ def draw_anatomy(
     hu[vessel] = HU_VESSEL
     seeds = np.flatnonzero(subpleural & ~vessel)
     return Anatomy(hu, spacing, lung, lobes, vessel, seeds)
+
+
+def _draw_fissure(
+    out: np.ndarray,
+    z: np.ndarray,
+    surface: np.ndarray,
+    spacing: tuple[float, float, float],
+    region: np.ndarray,
+) -> None:
+    """Add a fissure (the surface z = ``surface`` (1, y, x), mm) to ``out`` in ``region``: the
+    pleura's soft tissue minus parenchyma, times FISSURE_MM over the voxel's extent across the
+    surface, falling off linearly to 0 one voxel extent away."""
+    gy, gx = np.gradient(surface[0], spacing[1], spacing[2])
+    norm = np.sqrt(1.0 + gy**2 + gx**2)
+    # the voxel's extent along the surface normal (1, -gy, -gx) / norm
+    extent = (spacing[0] + np.abs(gy) * spacing[1] + np.abs(gx) * spacing[2]) / norm
+    distance = np.abs(z - surface) / norm[None]  # mm from the surface
+    weight = np.clip(1.0 - distance / extent[None], 0.0, None)
+    gain = (HU_SOFT_TISSUE - HU_PARENCHYMA) * FISSURE_MM / extent
+    hit = region & (weight > 0)
+    out[hit] = np.maximum(out[hit], (weight * gain[None])[hit])
 
 
 def _involved_lobes(rng: np.random.Generator, lesion_percent: float) -> list[int]:
