@@ -67,7 +67,8 @@ FISSURE_MAX_HU: Final = -300.0  # brighter is a vessel, not a fissure
 FISSURE_MIN_COLUMNS: Final = 200  # fewer columns seeing a fissure: the plane is kept
 FISSURE_SMOOTH_MM: Final = 12.0  # Gaussian smoothing of the columns' offsets
 FISSURE_OUTLIER_MM: Final = 4.0  # columns this far off the first smoothing are dropped
-FISSURE_PRIOR_WEIGHT: Final = 0.05  # local column density at which the offset is halved
+FISSURE_PRIOR_WEIGHT: Final = 0.05  # local column density at which the residual is halved
+FISSURE_FIT_ROUNDS: Final = 3  # robust refits of the tilted plane through the offsets
 
 
 def segment_lobes(ct: sitk.Image, lung: sitk.Image) -> sitk.Image:
@@ -178,16 +179,28 @@ def _fissure_shift(
     found = np.broadcast_to(offset, mask.shape)[inner]
     values = np.where(hit, np.take_along_axis(found, best_z, axis=0)[0], 0.0)
     weights = hit.astype(np.float64)
+    lung_mm = max(np.count_nonzero(mask.any(axis=(1, 2))) * spacing[0], spacing[0])
+    outlier = FISSURE_OUTLIER_MM / lung_mm  # as a height fraction
+    # a tilted plane through the columns' offsets (robust: refitted without outliers) carries
+    # the fissure over the columns where it is hidden; a smoothed residual follows its bends
+    rows, cols = np.nonzero(hit)
+    design = np.stack([np.ones(rows.size), rows * spacing[1], cols * spacing[2]], axis=1)
+    keep = np.ones(rows.size, dtype=bool)
+    for _ in range(FISSURE_FIT_ROUNDS):
+        coef, *_ = np.linalg.lstsq(design[keep], values[rows, cols][keep], rcond=None)
+        keep = np.abs(values[rows, cols] - design @ coef) <= FISSURE_BAND / 2
+    yy, xx = np.indices(hit.shape, dtype=np.float64)
+    tilt = coef[0] + coef[1] * yy * spacing[1] + coef[2] * xx * spacing[2]
+    residual = np.where(hit, values - tilt, 0.0)
     sigma = [FISSURE_SMOOTH_MM / s for s in spacing[1:]]
 
     def smoothed(w: np.ndarray) -> np.ndarray:
-        num = ndi.gaussian_filter(values * w, sigma, mode="constant")
+        num = ndi.gaussian_filter(residual * w, sigma, mode="constant")
         den = ndi.gaussian_filter(w, sigma, mode="constant")
         return num / (den + FISSURE_PRIOR_WEIGHT)
 
-    lung_mm = max(np.count_nonzero(mask.any(axis=(1, 2))) * spacing[0], spacing[0])
-    inlier = weights * (np.abs(values - smoothed(weights)) <= FISSURE_OUTLIER_MM / lung_mm)
-    surface = smoothed(inlier)
+    inlier = weights * (np.abs(residual - smoothed(weights)) <= outlier)
+    surface = tilt + smoothed(inlier)
     log.info(
         "lobes: fissure seen in %d columns (%d kept), offset %.3f..%.3f of the lung height",
         int(weights.sum()), int(inlier.sum()), float(surface.min()), float(surface.max()),
