@@ -190,7 +190,12 @@ def _fissure_shift(
         coef, *_ = np.linalg.lstsq(design[keep], values[rows, cols][keep], rcond=None)
         keep = np.abs(values[rows, cols] - design @ coef) <= FISSURE_BAND / 2
     yy, xx = np.indices(hit.shape, dtype=np.float64)
-    tilt = coef[0] + coef[1] * yy * spacing[1] + coef[2] * xx * spacing[2]
+    # (clipped: far from the columns that see the fissure a tilt is an extrapolation)
+    tilt = np.clip(
+        coef[0] + coef[1] * yy * spacing[1] + coef[2] * xx * spacing[2],
+        -FISSURE_BAND / 2,
+        FISSURE_BAND / 2,
+    )
     residual = np.where(hit, values - tilt, 0.0)
     sigma = [FISSURE_SMOOTH_MM / s for s in spacing[1:]]
 
@@ -200,7 +205,7 @@ def _fissure_shift(
         return num / (den + FISSURE_PRIOR_WEIGHT)
 
     inlier = weights * (np.abs(residual - smoothed(weights)) <= outlier)
-    surface = tilt + smoothed(inlier)
+    surface = np.clip(tilt + smoothed(inlier), -FISSURE_BAND, FISSURE_BAND)
     log.info(
         "lobes: fissure seen in %d columns (%d kept), offset %.3f..%.3f of the lung height",
         int(weights.sum()), int(inlier.sum()), float(surface.min()), float(surface.max()),
