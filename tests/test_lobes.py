@@ -279,3 +279,12 @@ def test_fissure_hidden_by_a_dense_lesion_is_bridged():
     assert (
         _agreement(ours, truth, hidden) > _agreement(segment_lobes(ct, lung), truth, hidden) + 0.1
     )
+
+
+def test_fissure_search_ignores_storage_order():
+    """The same fissured lung stored reversed along every axis gets the same lobes."""
+    ct, lung, _ = _fissure_volume((1.0, 0.8, 0.8))
+    lobes = sitk.GetArrayFromImage(segment_lobes(ct, lung))
+    axes = (0, 1, 2)
+    reversed_lobes = segment_lobes(flipped(ct, axes), flipped(lung, axes))
+    assert np.array_equal(np.flip(sitk.GetArrayFromImage(reversed_lobes), axis=axes), lobes)
