@@ -92,3 +92,7 @@ def test_figure4_and_qc_overlay(tmp_path: Path) -> None:
     orange = (red > 200) & (red - blue_channel > 80)
     blue = (blue_channel > 180) & (blue_channel - red > 80)
     assert orange.sum() > 20 and blue.sum() > 20  # consolidation and GGO drawn
+    # the workflow passes the images it has already read: the same figure
+    qc_overlay(*(sitk.ReadImage(str(dirs[1] / f"{n}.nii.gz")) for n in ("ct", "lung", "lesion")),
+               tmp_path / "qc_images.png")  # fmt: skip
+    assert (tmp_path / "qc_images.png").read_bytes() == (tmp_path / "qc.png").read_bytes()

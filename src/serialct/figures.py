@@ -180,9 +180,9 @@ def figure3(scans: pd.DataFrame, fits: pd.DataFrame, out_png: Path | str) -> Non
     _save(fig, out_png)
 
 
-def _read(path: Path | str) -> tuple[np.ndarray, tuple[float, float, float]]:
-    """Array (z, y, x) and spacing (z, y, x) in mm."""
-    image = sitk.ReadImage(str(path))
+def _read(source: Path | str | sitk.Image) -> tuple[np.ndarray, tuple[float, float, float]]:
+    """Array (z, y, x) and spacing (z, y, x) in mm of an image or an image file."""
+    image = source if isinstance(source, sitk.Image) else sitk.ReadImage(str(source))
     return sitk.GetArrayFromImage(image), tuple(reversed(image.GetSpacing()))  # type: ignore[return-value]
 
 
@@ -237,13 +237,16 @@ def figure4(scan_dirs: list[Path], titles: list[str], out_png: Path | str) -> No
 
 
 def qc_overlay(
-    ct_path: Path | str, lung_path: Path | str, lesion_path: Path | str, out_png: Path | str
+    ct_image: Path | str | sitk.Image,
+    lung_image: Path | str | sitk.Image,
+    lesion_image: Path | str | sitk.Image,
+    out_png: Path | str,
 ) -> None:
     """Three axial slices (25/50/75 % of the lung's z extent) and one coronal slice, with the
-    lung outline and the lesion labels in colour."""
-    ct, spacing = _read(ct_path)
-    lung, _ = _read(lung_path)
-    lesion, _ = _read(lesion_path)
+    lung outline and the lesion labels in colour. CT, lung and lesion: images or their files."""
+    ct, spacing = _read(ct_image)
+    lung, _ = _read(lung_image)
+    lesion, _ = _read(lesion_image)
     vmin, vmax = _lung_window()
     zs = np.flatnonzero((lung > 0).reshape(lung.shape[0], -1).any(axis=1))
     if zs.size:
@@ -251,7 +254,7 @@ def qc_overlay(
         ys = np.flatnonzero((lung > 0).any(axis=(0, 2)))
         y_cor = int(round(ys.mean()))
     else:
-        log.warning("%s: empty lung mask; QC shows the middle of the volume", lung_path)
+        log.warning("%s: empty lung mask; QC shows the middle of the volume", out_png)
         z0, z1, y_cor = 0, ct.shape[0] - 1, ct.shape[1] // 2
     slices = [int(round(z0 + f * (z1 - z0))) for f in QC_FRACTIONS]
     fig = _new_figure(13.0, 3.6)

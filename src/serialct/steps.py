@@ -169,9 +169,7 @@ def quantify_scan(
     metrics.update(measured)
     _write_json(metrics_out, metrics)
     with atomic_path(Path(qc_png)) as tmp_png:
-        qc_overlay(
-            scan_dir / "ct.nii.gz", scan_dir / "lung.nii.gz", scan_dir / "lesion.nii.gz", tmp_png
-        )
+        qc_overlay(images["ct"], images["lung"], images["lesion"], tmp_png)
     log.info(
         "%s/%s: lung %.0f cm3, lesion %.1f cm3 (%.2f %%)", metrics["patient_id"],
         metrics["scan_id"], measured["lung_volume_cm3"], measured["lesion_volume_cm3"],
