@@ -56,6 +56,7 @@ volume, as if the lung went on.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -177,13 +178,9 @@ def _segment_grid(
         avoid = _either(near_other, airway_zone)
         closed = _fill_z_gaps(closed, spacing, float(lung_cfg["z_gap_mm"]), avoid)
         closed = _fill_holes(closed, spacing, closing_mm)
-        closed = _fill_bites(
-            closed, spacing, depth_mm, near_other, hu,
-            float(lung_cfg["lesion_bite_mm"]),
-            float(np.median(hu[part])) + float(lung_cfg["lesion_rim_delta_hu"]), threshold,
-            _under(closed),
-        )  # fmt: skip
         lined_hu = float(np.median(hu[part])) + float(lung_cfg["lesion_rim_delta_hu"])
+        rules = BiteRules(depth_mm, float(lung_cfg["lesion_bite_mm"]), lined_hu, threshold)
+        closed = _fill_bites(closed, spacing, rules, near_other, hu, _under(closed))
         fill_mm = float(lung_cfg["floor_fill_mm"])
         closed = _fill_floor(closed, spacing, hu, lined_hu, fill_mm, avoid)
         # the apex the same way, upside down: a dense lesion capping the lung's top
@@ -670,15 +667,22 @@ def _fill_holes(mask: np.ndarray, spacing: tuple[float, ...], radius_mm: float) 
     return out
 
 
+@dataclass(frozen=True)
+class BiteRules:
+    """Which concavities of a slice's lung outline are lung (``_slice_bites``)."""
+
+    depth_mm: float  # any concavity up to this deep (subpleural_mm)
+    lined_depth_mm: float  # ... up to this deep when lined by dense lung (lesion_bite_mm)
+    lined_hu: float  # "dense": the lung rim's median HU above this
+    aerated_hu: float  # rim pixels count only below this (aerated or ground glass, not vessels)
+
+
 def _fill_bites(
     mask: np.ndarray,
     spacing: tuple[float, ...],
-    depth_mm: float,
+    rules: BiteRules,
     avoid: np.ndarray | None,
     hu: np.ndarray | None = None,
-    lined_depth_mm: float = 0.0,
-    lined_hu: float = 0.0,
-    aerated_hu: float = 0.0,
     dome: np.ndarray | None = None,
 ) -> np.ndarray:
     """Per slice, add the concavities of the convex hull that are at most ``depth_mm`` deep
@@ -686,10 +690,11 @@ def _fill_bites(
     mediastinum make much deeper concavities and stay out), and those at most
     ``lined_depth_mm`` deep whose lung rim (median HU) is denser than ``lined_hu`` (a
     consolidation inside its ground-glass halo; the heart and the mediastinum border normal,
-    aerated lung), that open widely onto the hull and do not lie over the diaphragm. A bite
-    touching ``avoid`` (the region near the other lung) lies between the lungs and is left out.
+    aerated lung), that open widely onto the hull and do not lie over the diaphragm
+    (``dome``). A bite touching ``avoid`` (the region near the other lung) lies between the
+    lungs and is left out. Without ``hu`` only the first rule applies.
     """
-    if depth_mm <= 0:
+    if rules.depth_mm <= 0:
         return mask
     out = mask.copy()
     for z in np.flatnonzero(mask.any(axis=(1, 2))):
@@ -701,11 +706,8 @@ def _fill_bites(
         bites = _slice_bites(
             mask[z][box],
             spacing[1:],
-            depth_mm,
+            rules,
             None if hu is None else hu[z][box],
-            lined_depth_mm,
-            lined_hu,
-            aerated_hu,
             None if dome is None else dome[z][box],
         )
         if avoid is not None and bites.any():
@@ -719,11 +721,8 @@ def _fill_bites(
 def _slice_bites(
     mask: np.ndarray,
     spacing_yx: tuple[float, ...],
-    depth_mm: float,
+    rules: BiteRules,
     hu: np.ndarray | None = None,
-    lined_depth_mm: float = 0.0,
-    lined_hu: float = 0.0,
-    aerated_hu: float = 0.0,
     dome: np.ndarray | None = None,
 ) -> np.ndarray:
     """Bites of one slice: components of hull-minus-mask at most ``depth_mm`` deep (or at most
@@ -735,15 +734,15 @@ def _slice_bites(
     depth = ndi.distance_transform_edt(np.pad(inside_hull, 1), sampling=spacing_yx)[1:-1, 1:-1]
     index = np.arange(1, n + 1)
     deepest = np.asarray(ndi.maximum(depth, bites, index))
-    ok = deepest <= depth_mm
-    if hu is not None and lined_depth_mm > depth_mm and np.any(~ok):
+    ok = deepest <= rules.depth_mm
+    if hu is not None and rules.lined_depth_mm > rules.depth_mm and np.any(~ok):
         # the lung just inside each bite's edge (skipping the partial-volume pixel)
         near = ndi.distance_transform_edt(bites == 0, sampling=spacing_yx)
         step = max(spacing_yx)
         # aerated or ground-glass lung only: the hilum's vessels next to the heart do not count
         # (2 pixels inside the lung, so a thin basal rim of partial volume over the dome is no rim)
         rim = ndi.binary_erosion(mask, iterations=RIM_INSIDE_PX) & (near <= RIM_DEPTH_PX * step)
-        rim &= hu < aerated_hu
+        rim &= hu < rules.aerated_hu
         _, owner = ndi.distance_transform_edt(bites == 0, return_indices=True)
         owner_label = np.where(rim, bites[tuple(owner)], 0)
         rim_hu = np.asarray(ndi.median(hu, owner_label, index))
@@ -757,7 +756,12 @@ def _slice_bites(
         if dome is not None:  # mostly over the diaphragm: the dome ringed by the lung base
             size = np.bincount(bites.ravel(), minlength=n + 1)[1:]
             is_open &= np.bincount(bites[dome], minlength=n + 1)[1:] <= MAX_DOME_SHARE * size
-        ok |= (deepest <= lined_depth_mm) & (rim_hu > lined_hu) & (rim_n >= MIN_RIM_PX) & is_open
+        ok |= (
+            (deepest <= rules.lined_depth_mm)
+            & (rim_hu > rules.lined_hu)
+            & (rim_n >= MIN_RIM_PX)
+            & is_open
+        )
     accepted = np.isin(bites, np.flatnonzero(ok) + 1)
     # plus the one-pixel partial-volume rim at the pleura, just outside the hull
     return accepted | (ndi.binary_dilation(accepted) & ~inside_hull)
