@@ -8,8 +8,8 @@ any array shape gives the same patient at another resolution:
 - air outside an elliptic body whose size varies slightly along z; subcutaneous fat, muscle;
 - a rib cage (tilted bands on an elliptic shell), a vertebral column, mediastinum and heart;
 - a trachea from the top of the volume to the carina and two main bronchi (air, not lung);
-- two dome-topped lungs above diaphragm domes, split into five lobes by smooth fissures (drawn as
-  thin bright sheets where no voxel side exceeds FISSURE_MAX_VOXEL_MM, as thin-section CT shows them);
+- two dome-topped lungs above diaphragm domes, split into five lobes by smooth fissures (thin
+  bright sheets where no voxel side exceeds FISSURE_MAX_VOXEL_MM, as thin-section CT shows them);
 - branching intrapulmonary vessels that thin towards the periphery;
 - lesions: mostly subpleural blobs of ground-glass opacity, some with consolidated cores,
   grown until their volume hits the requested percent of the lung volume.
