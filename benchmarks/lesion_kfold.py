@@ -2,6 +2,7 @@
 
 Usage: python benchmarks/lesion_kfold.py [--spacing 0.7|native] [--steps 500] [--frac 0.6]
     [--lr 5e-4] [--init PT|none] [--folds 0,1,2,3,4] [--threads 1] [--save PT]
+    [--augment basic|strong] [--loss ce_dice|ce_dice_slice] [--base-channels 16]
 
 For each fold (``serialct.lesion.data.kfold_indices(50, 5, seed 0)``): start from ``--init`` and
 train ``--steps`` Adam steps (batch 8, cosine lr) on phantom slices mixed with the other folds'
@@ -9,7 +10,7 @@ real slices, exactly as ``serialct train --real-slices`` samples them (a phantom
 volumes, seed 0, is cached under /tmp). Then score the held-out slices through the
 ``segment-slices`` path (:func:`serialct.lesion.slices.slice_probability` at native size): per-slice
 lesion Dice (lesion = label > 0; all 50 slices have lesions, so no empty-truth case), mean over
-slices, for probability thresholds 0.3-0.6, without and with a left-right flip average.
+slices, for probability thresholds 0.2-0.6, without and with a left-right flip average.
 Folds can run in separate processes (``--folds``); the per-slice numbers go to ``--out`` JSON.
 """
 
@@ -32,7 +33,7 @@ from serialct.phantom import spacing_for_shape
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "real" / "medseg-covid-2d-train"
-THRESHOLDS = (0.3, 0.4, 0.5, 0.6)
+THRESHOLDS = (0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6)
 WIDTH = 1500.0
 
 
@@ -50,6 +51,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--save", default="", help="write the last fold's model here")
     ap.add_argument("--out", default="", help="per-slice Dice JSON")
+    ap.add_argument("--augment", choices=T.REAL_AUGMENTATIONS, default="basic")
+    ap.add_argument("--loss", choices=T.LOSSES, default="ce_dice")
+    ap.add_argument("--base-channels", type=int, default=16, help="with --init none only")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     shape = T.DEFAULT_SHAPE
@@ -72,7 +76,7 @@ def main() -> None:
         train_set = real.subset([i for i in range(len(real)) if i not in held])
         torch.manual_seed(f)
         rng = np.random.default_rng(f)
-        model = CovidLesionNet()
+        model = CovidLesionNet(base_channels=a.base_channels)
         meta: dict = {"preprocess": dict(PREPROCESS), "train_pixel_spacing_mm": list(train_sp)}
         if a.init != "none":
             init, meta = load_model(Path(a.init), dev)
@@ -89,8 +93,8 @@ def main() -> None:
         for _ in range(a.steps):
             n_real = int(rng.binomial(8, a.frac))
             xs, ys = T._sample_batch(rng, pool, 8 - n_real)
-            xr, yr = T._sample_real(rng, train_set, n_real, shape[1:])
-            loss = T._loss(model(torch.cat([xs, xr])), torch.cat([ys, yr]))
+            xr, yr = T._sample_real(rng, train_set, n_real, shape[1:], a.augment)
+            loss = T._loss(model(torch.cat([xs, xr])), torch.cat([ys, yr]), a.loss)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -107,7 +111,7 @@ def main() -> None:
                 for th in THRESHOLDS:
                     row[f"{name}@{th}"] = T.dice(p >= th, truth)
             per_slice[real.names[i]] = row
-        done = [r for n, r in per_slice.items()]
+        done = [per_slice[real.names[i]] for i in held]
         print(
             f"fold {f} ({time.monotonic() - t0:.0f} s): "
             + " ".join(f"{k} {np.mean([r[k] for r in done]):.3f}" for k in done[0]),

@@ -162,3 +162,20 @@ def test_checkpoint_threshold_and_slice_spacing_are_used(monkeypatch) -> None:
     out = slices_mod.segment_slice_array(pixels, None, {}, None, _config(1.4), CENTER, WIDTH)
     assert not out.any()  # 0.4 < the default 0.5
     assert seen == [0.7, 1.4]  # config null -> the checkpoint's slice spacing; config wins
+
+
+def test_checkpoint_flip_average_is_mirror_symmetric() -> None:
+    from serialct.lesion.infer import flip_average
+    from serialct.lesion.slices import slice_probability
+
+    assert not flip_average({}) and flip_average({"flip_average": True})
+    torch.manual_seed(0)
+    model = CovidLesionNet(base_channels=4).eval()
+    hu = np.random.default_rng(0).uniform(-1000, 100, (16, 24)).astype(np.float32)
+    meta = {"preprocess": dict(PREPROCESS), "flip_average": True}
+    cpu = torch.device("cpu")
+    prob = slice_probability(hu, model, meta, cpu, None)
+    mirrored = slice_probability(hu[:, ::-1].copy(), model, meta, cpu, None)
+    np.testing.assert_allclose(prob, mirrored[:, ::-1], atol=1e-5)
+    plain = slice_probability(hu, model, {"preprocess": dict(PREPROCESS)}, cpu, None)
+    assert not np.allclose(plain, prob)

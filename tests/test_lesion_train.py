@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import torch
@@ -47,3 +48,23 @@ def test_dice() -> None:
     a[:4] = True
     b[2:6] = True
     assert dice(a, b) == 0.5
+
+
+def test_strong_real_augmentation_and_slice_loss() -> None:
+    import numpy as np
+
+    from serialct.lesion.data import SliceSet
+    from serialct.lesion.train import _loss, _sample_real
+
+    hu = np.full((40, 40), -850.0, np.float32)
+    lesion = np.zeros((40, 40), np.uint8)
+    hu[10:25, 12:30], lesion[10:25, 12:30] = -500.0, 1
+    real = SliceSet(hu=[hu], lesion=[lesion], names=["a"], files=[("a",)])
+    x, y = _sample_real(np.random.default_rng(0), real, 4, (32, 32), "strong")
+    assert x.shape == (4, 1, 32, 32) and y.shape == (4, 32, 32)
+    assert 0.0 <= float(x.min()) and float(x.max()) <= 1.0
+    assert set(torch.unique(y).tolist()) <= {0, 1} and int(y.sum()) > 0
+    logits = torch.zeros(4, 2, 32, 32, requires_grad=True)
+    for kind in ("ce_dice", "ce_dice_slice"):
+        loss = _loss(logits, y, kind)
+        assert math.isfinite(loss.item()) and loss.item() > 0

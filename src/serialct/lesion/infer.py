@@ -155,6 +155,23 @@ def _resample(image: sitk.Image, ref: sitk.Image, interp: int, default: float) -
     return sitk.Resample(image, ref, sitk.Transform(), interp, default, image.GetPixelID())
 
 
+def flip_average(meta: dict[str, Any]) -> bool:
+    """Whether the checkpoint asks for test-time left-right flip averaging (meta
+    ``flip_average``): the lesion probability is the mean of the net on the slice and on its
+    mirror image (twice the compute)."""
+    return bool(meta.get("flip_average", False))
+
+
+def net_probability(model: CovidLesionNet, batch: torch.Tensor, flip: bool) -> torch.Tensor:
+    """Lesion-class softmax (N, H, W) of ``batch``; with ``flip`` averaged with the mirrored
+    prediction of the mirrored batch."""
+    p = torch.softmax(model(batch).float(), dim=1)[:, 1]
+    if flip:
+        mirrored = torch.softmax(model(torch.flip(batch, dims=(-1,))).float(), dim=1)[:, 1]
+        p = 0.5 * (p + torch.flip(mirrored, dims=(-1,)))
+    return p
+
+
 def lesion_probability(
     hu: np.ndarray,
     run_slices: np.ndarray,
@@ -178,7 +195,7 @@ def lesion_probability(
             batch = torch.from_numpy(np.ascontiguousarray(x[sel, None])).to(device)
             if cuda:
                 batch = batch.contiguous(memory_format=torch.channels_last)
-            p = torch.softmax(model(batch).float(), dim=1)[:, 1, :h, :w]
+            p = net_probability(model, batch, flip_average(meta))[:, :h, :w]
             prob[sel] = p.cpu().numpy()
     return prob
 

@@ -13,7 +13,8 @@ The images carry no pixel spacing. ``config["lesion"]["slice_pixel_spacing_mm"]`
 the assumed one; each image is resampled from it to the checkpoint's training pixel spacing, as the
 volume path does. ``null`` (the default) takes the spacing the checkpoint's slice sets were trained
 at (meta ``slice_pixel_spacing_mm``), and runs the net at the image's native size when the
-checkpoint has none. The probability threshold is the checkpoint's (:func:`lesion_threshold`).
+checkpoint has none. The probability threshold is the checkpoint's (:func:`lesion_threshold`), and
+so is test-time flip averaging (:func:`serialct.lesion.infer.flip_average`).
 """
 
 from __future__ import annotations
@@ -34,8 +35,10 @@ from serialct.lesion.density import split_by_density
 from serialct.lesion.infer import (
     LESION_PROBABILITY_THRESHOLD,
     SPACING_TOLERANCE,
+    flip_average,
     lesion_threshold,
     load_model,
+    net_probability,
     pick_device,
 )
 from serialct.lesion.net import CovidLesionNet, pad_to_multiple, preprocess
@@ -122,7 +125,7 @@ def slice_probability(
     inp, (h, w) = pad_to_multiple(preprocess(x, meta["preprocess"]))
     with torch.inference_mode():
         batch = torch.from_numpy(np.ascontiguousarray(inp[None, None])).to(device)
-        prob = torch.softmax(model(batch), dim=1)[0, 1, :h, :w].float().cpu().numpy()
+        prob = net_probability(model, batch, flip_average(meta))[0, :h, :w].cpu().numpy()
     if scale != (1.0, 1.0):
         factors = [a / b for a, b in zip(hu.shape, prob.shape, strict=True)]
         prob = ndimage.zoom(prob, factors, order=1)

@@ -65,6 +65,15 @@ DEFAULT_SHAPE: Final = (48, 128, 128)  # phantom volumes of the training pool
 REAL_ZOOM_PROBABILITY: Final = 0.5
 REAL_ZOOM_RANGE: Final = (0.8, 1.25)
 REAL_HU_SHIFT: Final = 40.0  # uniform +- shift of real slices (the window is only a guess)
+REAL_AUGMENTATIONS: Final = ("basic", "strong")
+STRONG_ROTATION_DEG: Final = 20.0  # "strong": uniform +- in-plane rotation
+STRONG_ZOOM_RANGE: Final = (0.75, 1.33)  # "strong": zoom of every slice, log-uniform
+STRONG_CONTRAST_RANGE: Final = (0.85, 1.15)  # "strong": HU scaled about STRONG_CONTRAST_PIVOT_HU
+STRONG_CONTRAST_PIVOT_HU: Final = -600.0
+STRONG_ELASTIC_PROBABILITY: Final = 0.5
+STRONG_ELASTIC_SIGMA_PX: Final = 8.0  # smoothness of the random displacement field
+STRONG_ELASTIC_ALPHA_PX: Final = 4.0  # typical displacement after smoothing
+LOSSES: Final = ("ce_dice", "ce_dice_slice")
 
 
 def _draw_volume(rng: np.random.Generator, shape: tuple[int, int, int], lesion_percent: float):  # noqa: ANN202
@@ -160,17 +169,49 @@ def _crop(
     return a[y0 : y0 + size[0], x0 : x0 + size[1]], b[y0 : y0 + size[0], x0 : x0 + size[1]]
 
 
+def _strong_geometry(
+    rng: np.random.Generator, hu: np.ndarray, les: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Zoom, rotation and (half the time) a smooth elastic warp of a slice and its mask."""
+    z = float(np.exp(rng.uniform(*np.log(STRONG_ZOOM_RANGE))))
+    hu = ndimage.zoom(hu, z, order=1)
+    les = ndimage.zoom(les, z, order=0)
+    angle = float(rng.uniform(-STRONG_ROTATION_DEG, STRONG_ROTATION_DEG))
+    hu = ndimage.rotate(hu, angle, reshape=False, order=1, cval=float(CLIP_HU_LOW))
+    les = ndimage.rotate(les, angle, reshape=False, order=0, cval=0)
+    if rng.random() < STRONG_ELASTIC_PROBABILITY:
+        sigma, alpha = STRONG_ELASTIC_SIGMA_PX, STRONG_ELASTIC_ALPHA_PX
+        d = [ndimage.gaussian_filter(rng.standard_normal(hu.shape), sigma) for _ in range(2)]
+        norm = alpha / max(float(np.std(d[0])), 1e-6)
+        yy, xx = np.meshgrid(*(np.arange(n, dtype=np.float64) for n in hu.shape), indexing="ij")
+        coords = [yy + d[0] * norm, xx + d[1] * norm]
+        hu = ndimage.map_coordinates(hu, coords, order=1, cval=float(CLIP_HU_LOW))
+        les = ndimage.map_coordinates(les, coords, order=0, cval=0)
+    return hu, les
+
+
 def _sample_real(
-    rng: np.random.Generator, real: SliceSet, n: int, size: tuple[int, ...]
+    rng: np.random.Generator,
+    real: SliceSet,
+    n: int,
+    size: tuple[int, ...],
+    augment: str = "basic",
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``n`` augmented crops of real slices: zoom, crop, mirror, HU shift, noise."""
+    """``n`` augmented crops of real slices: zoom, crop, mirror, HU shift, noise; ``"strong"``
+    adds rotation, an elastic warp, contrast scaling and blur, and zooms every slice."""
     h, w = int(size[0]), int(size[1])
     xs = np.empty((n, h, w), np.float32)
     ys = np.empty((n, h, w), np.int64)
     for k in range(n):
         i = int(rng.integers(0, len(real)))
         hu, les = real.hu[i], real.lesion[i]
-        if rng.random() < REAL_ZOOM_PROBABILITY:
+        if augment == "strong":
+            hu, les = _strong_geometry(rng, hu, les)
+            c = float(rng.uniform(*STRONG_CONTRAST_RANGE))
+            hu = (hu - STRONG_CONTRAST_PIVOT_HU) * c + STRONG_CONTRAST_PIVOT_HU
+            if rng.random() < SMOOTH_PROBABILITY:
+                hu = ndimage.gaussian_filter(hu, float(rng.uniform(*SMOOTH_SIGMA_PX)))
+        elif rng.random() < REAL_ZOOM_PROBABILITY:
             z = float(np.exp(rng.uniform(*np.log(REAL_ZOOM_RANGE))))
             hu = ndimage.zoom(hu, z, order=1)
             les = ndimage.zoom(les, z, order=0)
@@ -204,11 +245,15 @@ def real_slice_dice(
     return out
 
 
-def _loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy + (1 - soft Dice of the lesion class over the batch)."""
+def _loss(logits: torch.Tensor, target: torch.Tensor, kind: str = "ce_dice") -> torch.Tensor:
+    """Cross-entropy + (1 - soft Dice of the lesion class): over the whole batch (``ce_dice``)
+    or the mean of per-slice soft Dice (``ce_dice_slice``, as slices are scored)."""
     ce = F.cross_entropy(logits, target)
     p = torch.softmax(logits, dim=1)[:, 1]
     t = target.float()
+    if kind == "ce_dice_slice":
+        inter, sums = (p * t).sum(dim=(1, 2)), p.sum(dim=(1, 2)) + t.sum(dim=(1, 2))
+        return ce + (1 - ((2 * inter + DICE_EPS) / (sums + DICE_EPS)).mean())
     dice = (2 * (p * t).sum() + DICE_EPS) / (p.sum() + t.sum() + DICE_EPS)
     return ce + (1 - dice)
 
@@ -282,15 +327,23 @@ def train(
     extra_metrics: dict[str, Any] | None = None,
     command_extra: Sequence[str] = (),
     threshold: float | None = None,
+    real_augment: str = "basic",
+    loss_kind: str = "ce_dice",
+    flip_average: bool = False,
 ) -> dict[str, Any]:
     """Train on phantom slices (+ ``real`` labelled slices), validate, save ``out`` + .json meta.
 
     ``real`` slices at positions ``holdout`` are not trained on but validated with the
     ``segment-slices`` path (mean per-slice lesion Dice). ``init`` starts from a checkpoint's
     weights (same architecture). ``threshold`` is stored as the checkpoint's lesion probability
-    threshold (validation uses it). Returns the meta.
+    threshold (validation uses it). ``real_augment`` (:data:`REAL_AUGMENTATIONS`) and
+    ``loss_kind`` (:data:`LOSSES`) pick the real-slice augmentation and the loss; ``flip_average``
+    stores test-time flip averaging in the meta (inference and validation use it). Returns the meta.
     """
     from serialct.phantom import spacing_for_shape
+
+    if real_augment not in REAL_AUGMENTATIONS or loss_kind not in LOSSES:
+        raise InputError(f"unknown real_augment {real_augment!r} or loss {loss_kind!r}")
 
     out = Path(out)
     shape = tuple(int(s) for s in shape)  # type: ignore[assignment]
@@ -341,13 +394,13 @@ def train(
             if train_real is not None and real is not None:
                 n_real = int(rng.binomial(batch_size, real.fraction))
                 xs, ys = _sample_batch(rng, pool, batch_size - n_real)
-                xr, yr = _sample_real(rng, train_real, n_real, shape[1:])
+                xr, yr = _sample_real(rng, train_real, n_real, shape[1:], real_augment)
                 x, y = torch.cat([xs, xr]), torch.cat([ys, yr])
             else:
                 x, y = _sample_batch(rng, pool, batch_size)
             x, y = x.to(dev), y.to(dev)
             logits = model(x)
-            loss = _loss(logits, y)
+            loss = _loss(logits, y, loss_kind)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -403,6 +456,7 @@ def train(
         "optimizer": {"name": "Adam", "lr": lr, "schedule": "cosine", "steps": total},
         "data": {"synthetic_pool_volumes": pool_volumes, "synthetic_shape": list(shape)},
         "metrics": {"train_dice": round(train_dice, 4)},
+        "loss": loss_kind,
     }
     if init_meta is not None and init is not None:
         meta["init"] = {"path": str(init), "sha1": sha1_file(Path(init))}
@@ -412,6 +466,9 @@ def train(
         meta["slice_window"] = {"center": real.window[0], "width": real.window[1]}
         meta["slice_pixel_spacing_mm"] = real.pixel_spacing_mm
         meta["data"]["real_fraction"] = real.fraction
+        meta["data"]["real_augment"] = real_augment
+        if real_augment != "basic":
+            command += ["--real-augment", real_augment]
         if train_real is not None:
             meta["data"]["real_train_slices"] = len(train_real)
             meta["data"]["real_train_sha1"] = train_real.sha1
@@ -419,6 +476,11 @@ def train(
             meta["data"]["real_val_sha1"] = val_real.sha1
     if init is not None:
         command += ["--init", str(init)]
+    if loss_kind != "ce_dice":
+        command += ["--loss", loss_kind]
+    if flip_average:
+        meta["flip_average"] = True
+        command += ["--flip-average"]
     if threshold is not None:
         meta["threshold"] = float(threshold)
         command += ["--threshold", str(threshold)]
@@ -533,6 +595,9 @@ def run_train(args: argparse.Namespace) -> dict[str, Any]:
         pool_volumes=args.pool_volumes,
         init=Path(args.init) if args.init else None,
         threshold=args.threshold,
+        real_augment=args.real_augment,
+        loss_kind=args.loss,
+        flip_average=args.flip_average,
     )
     if args.kfold:
         if real is None or not args.real_slices:
@@ -572,6 +637,9 @@ def train_from_config(
         kfold=int(tc["kfold"]),
         init=tc["init"],
         threshold=tc["threshold"],
+        real_augment=str(tc["real_augment"]),
+        loss=str(tc["loss"]),
+        flip_average=bool(tc["flip_average"]),
         config=None,
     )
     return run_train(args)

@@ -43,9 +43,29 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         "lesion.slice_pixel_spacing_mm)",
     )
     parser.add_argument("--real-fraction", type=float, default=REAL_FRACTION)
+    parser.add_argument(
+        "--real-augment",
+        choices=["basic", "strong"],
+        default="basic",
+        help="augmentation of real slices: basic (zoom half the time, crop, mirror, HU shift, "
+        "noise) or strong (also rotation, elastic warp, contrast, blur; zoom always)",
+    )
+    parser.add_argument(
+        "--loss",
+        choices=["ce_dice", "ce_dice_slice"],
+        default="ce_dice",
+        help="cross-entropy + soft Dice over the batch (ce_dice) or mean per-slice soft Dice "
+        "(ce_dice_slice)",
+    )
     parser.add_argument("--kfold", type=int, default=0, help="k-fold on the slice sets first")
     parser.add_argument("--init", help="start from this checkpoint's weights")
     parser.add_argument("--config", help="config.yaml (window / spacing defaults)")
+    parser.add_argument(
+        "--flip-average",
+        action="store_true",
+        help="store test-time left-right flip averaging in the checkpoint (inference runs the "
+        "net twice per slice)",
+    )
     parser.add_argument(
         "--threshold",
         type=float,
