@@ -69,8 +69,10 @@ if [ "$status" -ne 0 ]; then
 fi
 
 echo "== slurm: accounting (run $RUN_ID)"
-sacct -n -P -X --name "$RUN_ID" --format=JobID,State,ReqTRES,AllocTRES,Elapsed \
-  >"$WORK/sacct.tsv"
+# --starttime: sacct's default window starts at today's midnight, so a run that crosses
+# midnight would otherwise list no jobs
+sacct -n -P -X --name "$RUN_ID" --starttime "$(date -d "@$((t0 - 60))" +%Y-%m-%dT%H:%M:%S)" \
+  --format=JobID,State,ReqTRES,AllocTRES,Elapsed >"$WORK/sacct.tsv"
 cat "$WORK/sacct.tsv"
 "$PYTHON" - "$WORK/sacct.tsv" "$WORK/slurm.log" <<'PY'
 import re
