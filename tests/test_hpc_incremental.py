@@ -106,15 +106,22 @@ def test_dry_run_on_finished_run_writes_nothing(cohort):
     assert snapshot(cohort.resolve()) == before  # no file created, none touched
 
 
-def test_new_patient_plans_only_its_scans_and_the_fan_in(cohort):
-    config = cohort / "config.yaml"
-    n_new = add_patient(cohort, "P001", "P900")
-    index = snakemake(config, str(cohort / "results" / "index" / "SYNTH.tsv"))  # the checkpoint
+def _plan_after_index(config: Path, center: str, what: str, n_new: int) -> tuple[list, list]:
+    """Run ``center``'s index checkpoint, then the dry-run plan: (all jobs, per-scan jobs); the
+    per-scan jobs are every per-scan rule once for each of the ``n_new`` new scans."""
+    index = snakemake(config, str(config.parent / "results" / "index" / f"{center}.tsv"))
     assert index.returncode == 0, index.stderr[-3000:]
     jobs = planned_jobs(config)
     per_scan = [(rule, wc) for rule, wc in jobs if rule in PER_SCAN_RULES]
-    print(f"new patient ({n_new} scans): {len(jobs)} jobs, {len(per_scan)} per-scan")
+    print(f"{what} ({n_new} scans): {len(jobs)} jobs, {len(per_scan)} per-scan")
     assert len(per_scan) == len(PER_SCAN_RULES) * n_new
+    return jobs, per_scan
+
+
+def test_new_patient_plans_only_its_scans_and_the_fan_in(cohort):
+    config = cohort / "config.yaml"
+    n_new = add_patient(cohort, "P001", "P900")
+    jobs, per_scan = _plan_after_index(config, "SYNTH", "new patient", n_new)
     assert {wc["patient"] for _, wc in per_scan} == {"P900"}
     for rule in PER_SCAN_RULES:
         assert sum(r == rule for r, _ in per_scan) == n_new, rule
@@ -146,12 +153,7 @@ def _add_center(cohort: Path, center: str, seed: int) -> tuple[Path, int]:
 def test_new_center_plans_only_its_scans_then_pools_three_centres(cohort):
     config = cohort / "config.yaml"
     _, n_new = _add_center(cohort, "SITE2", seed=5)
-    index = snakemake(config, str(cohort / "results" / "index" / "SITE2.tsv"))
-    assert index.returncode == 0, index.stderr[-3000:]
-    jobs = planned_jobs(config)
-    per_scan = [(rule, wc) for rule, wc in jobs if rule in PER_SCAN_RULES]
-    print(f"new centre ({n_new} scans): {len(jobs)} jobs, {len(per_scan)} per-scan")
-    assert len(per_scan) == len(PER_SCAN_RULES) * n_new
+    jobs, per_scan = _plan_after_index(config, "SITE2", "new centre", n_new)
     assert {wc["center"] for _, wc in per_scan} == {"SITE2"}
     assert {rule for rule, _ in jobs} - PER_SCAN_RULES == FAN_IN_RULES
 
