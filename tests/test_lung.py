@@ -10,6 +10,7 @@ import pytest
 import SimpleITK as sitk
 from lung_phantom import LUNG_SEMI, flipped, make_chest
 
+import serialct.lung as lung_module
 from serialct.config import defaults
 from serialct.constants import LUNG_LEFT, LUNG_RIGHT, MM3_PER_CM3
 from serialct.lung import _dome, lung_qc, lung_volume_cm3, segment_lungs
@@ -271,7 +272,7 @@ def _with_and_without_floor_fill(lung_cfg, seed, percent, consolidation):
 def test_dense_basal_consolidation_floor_fill(lung_cfg):
     """Half-consolidated 45 % involvement lying on the diaphragm (seed 4, 3.3 mm slices): the
     floor and apex fills bring much of the lost consolidation back (measured here: volume
-    -6.8 % -> -3.6 %, Dice 0.959 -> 0.971; at 300x512x512 see benchmarks/lung_validation.py),
+    -6.8 % -> -2.9 %, Dice 0.959 -> 0.973; at 300x512x512 see benchmarks/lung_validation.py),
     most of what they add is true lung, and nothing lands below or above the true lung."""
     ph, full, bare = _with_and_without_floor_fill(lung_cfg, 4, 45.0, 0.5)
     scores, bare_scores = _scores(full, ph), _scores(bare, ph)
@@ -286,6 +287,24 @@ def test_dense_basal_consolidation_floor_fill(lung_cfg):
     assert ph.lung[added].astype(bool).mean() > 0.75
     occupied = np.flatnonzero((ph.lung > 0).any(axis=(1, 2)))
     assert not full[: occupied[0]].any() and not full[occupied[-1] + 1 :].any()
+
+
+def test_wall_columns_of_a_lined_recess_are_filled(lung_cfg, monkeypatch):
+    """Columns of a lesion-lined costophrenic recess whose lung above the floor is only a thin
+    rim against the wall (probed outside the lung's interior) take the lining of the nearest
+    probed column, so their floor comes down too (seed 10, 40 % involved, half consolidated;
+    measured: 0.47 % of the lung added, 98 % of it true lung, Dice 0.9738 -> 0.9762).
+    FLOOR_NEIGHBOUR_MM 0 turns that rule off."""
+    ph = draw_phantom(np.random.default_rng(10), (96, 192, 192), 40.0, 0.5)
+    image = _phantom_image(ph)
+    with_rule = sitk.GetArrayFromImage(segment_lungs(image, lung_cfg)) > 0
+    monkeypatch.setattr(lung_module, "FLOOR_NEIGHBOUR_MM", 0.0)
+    without = sitk.GetArrayFromImage(segment_lungs(image, lung_cfg)) > 0
+    added = with_rule & ~without
+    assert not (without & ~with_rule).any()
+    assert np.count_nonzero(added) > 0.003 * np.count_nonzero(ph.lung)
+    assert ph.lung[added].astype(bool).mean() > 0.9
+    assert _scores(with_rule, ph)["dice"] > _scores(without, ph)["dice"] + 0.001
 
 
 def test_apex_fill_adds_true_lung(lung_cfg):
