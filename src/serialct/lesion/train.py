@@ -15,6 +15,7 @@ half of them at twice the in-plane resolution so that resampling is covered.
 from __future__ import annotations
 
 import argparse
+import copy
 import datetime as dt
 import json
 import logging
@@ -256,6 +257,36 @@ def _loss(logits: torch.Tensor, target: torch.Tensor, kind: str = "ce_dice") -> 
         return ce + (1 - ((2 * inter + DICE_EPS) / (sums + DICE_EPS)).mean())
     dice = (2 * (p * t).sum() + DICE_EPS) / (p.sum() + t.sum() + DICE_EPS)
     return ce + (1 - dice)
+
+
+class WeightEMA:
+    """Exponential moving average of a model's parameters and buffers (BatchNorm statistics too).
+
+    ``update`` after each optimiser step: ``ema = d * ema + (1 - d) * weights`` with
+    ``d = min(decay, 1 - 1 / t)`` at update ``t`` = 1, 2, ...: the plain mean of the weights seen
+    so far until ``t`` reaches ``1 / (1 - decay)``, so the start weights do not linger. Integer
+    buffers are copied. ``model`` is the averaged copy, in eval mode.
+    """
+
+    def __init__(self, model: torch.nn.Module, decay: float) -> None:
+        if not 0.0 <= decay < 1.0:
+            raise InputError(f"EMA decay {decay} must be in [0, 1)")
+        self.decay = float(decay)
+        self.updates = 0
+        self.model = copy.deepcopy(model).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        self.updates += 1
+        d = min(self.decay, 1.0 - 1.0 / self.updates)
+        ema_state, state = self.model.state_dict(), model.state_dict()
+        for name, value in ema_state.items():
+            if value.dtype.is_floating_point:
+                value.lerp_(state[name].detach(), 1.0 - d)
+            else:
+                value.copy_(state[name])
 
 
 def dice(pred: np.ndarray, truth: np.ndarray) -> float:
