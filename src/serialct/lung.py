@@ -42,7 +42,7 @@ Measured on synthetic phantoms (benchmarks/lung_validation.py, 300x512x512, 8 ph
 normal to 50 % involvement that the fills were tuned on, plus 3 dense ones first held out):
 Dice 0.976-0.994 and volume -1.8..+1.5 % on the 8 (the dense basal case, 45 % involved, half
 consolidated: 0.976 and -1.8 %; without the floor and apex fills 0.959 and -6.4 %); on the
-3 dense ones (40-48 % involved, half consolidated) Dice 0.966-0.977, volume -2.0..-1.9 %
+3 dense ones (40-48 % involved, half consolidated) Dice 0.966-0.976, volume -2.0..-1.9 %
 (the wall-column rule of the floor fill was added after all 11 had been seen);
 2-3.5 s, ~0.74 GB peak per scan on 2 cores. The floor fill needs work-grid slices up to
 FLOOR_MAX_SLICE_MM thick (not the 6.7 mm demo phantoms).
