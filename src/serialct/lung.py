@@ -294,13 +294,14 @@ def _fill_floor(
     # a column probed only against the side walls (the lung above its floor is a thin rim
     # there, so it counted as aerated) whose floor lies well above the dome takes the lining
     # of the nearest probed column: a lesion-lined recess is lined to its edge
-    probed = columns & np.isfinite(median)
-    wall = columns & ~probed & (floor - lowest > FLOOR_ABOVE_DOME_MM / spacing[0])
-    if wall_columns and wall.any():
-        dist, (iy, ix) = ndi.distance_transform_edt(
-            ~probed, sampling=spacing[1:], return_indices=True
-        )
-        lined |= wall & lined[iy, ix] & (dist <= FLOOR_NEIGHBOUR_MM)
+    if wall_columns:
+        probed = columns & np.isfinite(median)
+        wall = columns & ~probed & (floor - lowest > FLOOR_ABOVE_DOME_MM / spacing[0])
+        if wall.any():
+            dist, (iy, ix) = ndi.distance_transform_edt(
+                ~probed, sampling=spacing[1:], return_indices=True
+            )
+            lined |= wall & lined[iy, ix] & (dist <= FLOOR_NEIGHBOUR_MM)
     # a floor far above the dome (by more than depth_mm) lies on something else: the heart
     lined &= floor - lowest <= depth_mm / spacing[0]
     new_floor = np.where(lined, np.ceil(lowest), floor).astype(np.int32)
