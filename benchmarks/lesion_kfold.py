@@ -40,6 +40,7 @@ from serialct.lesion.data import SliceSet, kfold_indices, load_slice_set
 from serialct.lesion.infer import load_model
 from serialct.lesion.net import PREPROCESS, CovidLesionNet
 from serialct.lesion.slices import slice_probability, window_to_hu
+from serialct.lesion.train_args import TRAIN_SHAPE
 from serialct.phantom import spacing_for_shape
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,14 +91,14 @@ def main() -> None:
     ap.add_argument("--ema", default="", help="comma-separated EMA decays also scored")
     ap.add_argument("--final-real", type=float, default=0.0, help="share of steps, real only")
     ap.add_argument("--split-seed", type=int, default=0, help="seed of the fold split")
-    ap.add_argument("--shape", default="x".join(map(str, T.DEFAULT_SHAPE)), help="phantom grid")
+    ap.add_argument("--shape", default="x".join(map(str, TRAIN_SHAPE)), help="phantom grid")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     shape = tuple(int(n) for n in a.shape.split("x"))
     train_sp = tuple(float(s) for s in spacing_for_shape(shape)[1:])
     sp = None if a.spacing == "native" else float(a.spacing)
     real = load_slice_set(Path(a.data), a.center, WIDTH, sp, train_sp)
-    grid = "" if shape == T.DEFAULT_SHAPE else "_" + a.shape
+    grid = "" if shape == TRAIN_SHAPE else "_" + a.shape
     cache = Path(f"/tmp/serialct_phantom_pool{a.pool}{grid}.npz")
     if cache.exists():
         z = np.load(cache)

@@ -32,6 +32,7 @@ def test_train_smoke(tmp_path: Path) -> None:
     assert json.loads(out.with_suffix(".json").read_text()) == meta
     assert meta["command"].startswith(f"serialct train --out {out} --epochs 1 --steps-per-epoch 2")
     assert meta["train_pixel_spacing_mm"] == [360.0 / 64, 360.0 / 64]
+    assert "--shape 16,64,64" in meta["command"]  # a non-default grid is part of the command
     assert set(meta["metrics"]) == {
         "train_dice",
         "val_dice",

@@ -13,7 +13,7 @@ import yaml
 
 from serialct.config import defaults
 from serialct.lesion import train as train_mod
-from serialct.lesion.train_args import add_train_arguments
+from serialct.lesion.train_args import TRAIN_SHAPE, add_train_arguments
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
@@ -27,6 +27,7 @@ def test_train_from_config_maps_every_flag(monkeypatch, tmp_path: Path) -> None:
     config["lesion"]["slice_window"] = [-400, 1500]
     config["train"].update(real_slices=["a/b"], volumes=[["ct.nii.gz", "lab.nii.gz"]], kfold=5)
     config["train"].update(epochs=3, lr=0.0005, init="m.pt", real_fraction=0.25)
+    config["train"]["shape"] = [96, 256, 256]
     train_mod.train_from_config(config, tmp_path / "m.pt", threads=1)
     (args,) = seen
     reference = argparse.ArgumentParser()
@@ -39,6 +40,10 @@ def test_train_from_config_maps_every_flag(monkeypatch, tmp_path: Path) -> None:
     assert args.real_slices == ["a/b"] and args.volume == [["ct.nii.gz", "lab.nii.gz"]]
     assert args.slice_pixel_spacing == "native" and args.real_fraction == 0.25
     assert args.steps_per_epoch == defaults()["train"]["steps_per_epoch"]
+    assert args.shape == (96, 256, 256)
+    assert tuple(defaults()["train"]["shape"]) == flags["shape"] == TRAIN_SHAPE  # one default
+    with pytest.raises(SystemExit):
+        reference.parse_args(["--shape", "96x256x256"])  # Z,Y,X with commas, as synth --shape
 
 
 def _dry_run(config: dict, tmp_path: Path, *targets: str) -> str:

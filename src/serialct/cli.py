@@ -10,20 +10,10 @@ from pathlib import Path
 
 from serialct import __version__
 from serialct.errors import InputError
-from serialct.lesion.train_args import add_train_arguments
+from serialct.lesion.train_args import add_train_arguments, parse_shape
 from serialct.logs import setup
 
 log = logging.getLogger("serialct")
-
-
-def _shape(text: str) -> tuple[int, int, int]:
-    try:
-        z, y, x = (int(v) for v in text.split(","))
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"--shape wants Z,Y,X integers, got {text!r}") from exc
-    if min(z, y, x) < 16:
-        raise argparse.ArgumentTypeError(f"--shape {text}: every axis needs at least 16 voxels")
-    return z, y, x
 
 
 def _config(path: str | None) -> dict:
@@ -143,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scans", type=int, default=None, help="with --index-only: number of scans")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument(
-        "--shape", type=_shape, default=None,
+        "--shape", type=parse_shape, default=None,
         help="volume size Z,Y,X (default 48,128,128; realistic chest CT: 300,512,512)",
     )  # fmt: skip
     p.set_defaults(func=cmd_synth)

@@ -46,7 +46,7 @@ from serialct.lesion.net import (
     CovidLesionNet,
     preprocess,
 )
-from serialct.lesion.train_args import REAL_FRACTION, add_train_arguments
+from serialct.lesion.train_args import REAL_FRACTION, TRAIN_SHAPE, add_train_arguments
 
 log = logging.getLogger("serialct")
 
@@ -62,7 +62,6 @@ VAL_LESION_PERCENT_RANGE: Final = (0.5, 40.0)
 VAL_SEED_OFFSET: Final = 100_003
 DICE_EPS: Final = 1.0
 FINAL_LR_FRACTION: Final = 0.05  # cosine decay of the learning rate down to lr * this
-DEFAULT_SHAPE: Final = (48, 128, 128)  # phantom volumes of the training pool
 REAL_ZOOM_PROBABILITY: Final = 0.5
 REAL_ZOOM_RANGE: Final = (0.8, 1.25)
 REAL_HU_SHIFT: Final = 40.0  # uniform +- shift of real slices (the window is only a guess)
@@ -347,7 +346,7 @@ def train(
     batch_size: int = 8,
     lr: float = 1e-3,
     seed: int = 0,
-    shape: tuple[int, int, int] = DEFAULT_SHAPE,
+    shape: tuple[int, int, int] = TRAIN_SHAPE,
     val_volumes: int = 6,
     device: str = "auto",
     pool_volumes: int = 150,
@@ -505,6 +504,8 @@ def train(
             meta["data"]["real_train_sha1"] = train_real.sha1
         if val_real is not None:
             meta["data"]["real_val_sha1"] = val_real.sha1
+    if shape != TRAIN_SHAPE:
+        command += ["--shape", ",".join(map(str, shape))]
     if init is not None:
         command += ["--init", str(init)]
     if loss_kind != "ce_dice":
@@ -604,7 +605,8 @@ def run_train(args: argparse.Namespace) -> dict[str, Any]:
     sp_arg = args.slice_pixel_spacing
     spacing = config["lesion"]["slice_pixel_spacing_mm"] if sp_arg is None else sp_arg
     spacing = None if spacing in (None, "native") else float(spacing)
-    train_sp = tuple(float(s) for s in spacing_for_shape(DEFAULT_SHAPE)[1:])
+    shape = tuple(args.shape)
+    train_sp = tuple(float(s) for s in spacing_for_shape(shape)[1:])
     real = None
     if args.real_slices or args.volume:
         sets = [load_slice_set(Path(d), *window, spacing, train_sp) for d in args.real_slices]  # type: ignore[arg-type]
@@ -629,6 +631,7 @@ def run_train(args: argparse.Namespace) -> dict[str, Any]:
         real_augment=args.real_augment,
         loss_kind=args.loss,
         flip_average=args.flip_average,
+        shape=shape,
     )
     if args.kfold:
         if real is None or not args.real_slices:
@@ -671,6 +674,7 @@ def train_from_config(
         real_augment=str(tc["real_augment"]),
         loss=str(tc["loss"]),
         flip_average=bool(tc["flip_average"]),
+        shape=tuple(int(n) for n in tc["shape"]),
         config=None,
     )
     return run_train(args)

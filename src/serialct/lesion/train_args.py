@@ -7,6 +7,18 @@ from pathlib import Path
 from typing import Any, Final
 
 REAL_FRACTION: Final = 0.5  # expected share of real slices in a batch when there are any
+TRAIN_SHAPE: Final = (48, 128, 128)  # default phantom grid of the training pool: 2.81 mm pixels
+
+
+def parse_shape(text: str) -> tuple[int, int, int]:
+    """``--shape`` of ``serialct synth`` / ``train``: ``"96,256,256"`` -> ``(96, 256, 256)``."""
+    try:
+        z, y, x = (int(v) for v in text.split(","))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"--shape wants Z,Y,X integers, got {text!r}") from exc
+    if min(z, y, x) < 16:
+        raise argparse.ArgumentTypeError(f"--shape {text}: every axis needs at least 16 voxels")
+    return z, y, x
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
@@ -19,6 +31,14 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument("--pool-volumes", type=int, default=150, help="synthetic phantoms drawn")
+    parser.add_argument(
+        "--shape",
+        type=parse_shape,
+        default=TRAIN_SHAPE,
+        metavar="Z,Y,X",
+        help="grid of the synthetic phantoms; it sets the pixel spacing the net is trained and "
+        "run at (48,128,128: 2.81 mm, the default; 96,256,256: 1.41 mm)",
+    )
     parser.add_argument(
         "--real-slices",
         action="append",
