@@ -207,3 +207,22 @@ def test_shipped_model_finds_phantom_lesion(shape: tuple[int, int, int]) -> None
     found = int(np.count_nonzero(labels))
     assert abs(found - truth) / truth < 0.30
     assert np.count_nonzero((labels > 0) & (p.lesion > 0)) > 0.5 * truth
+
+
+def test_thick_slices_warn(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A CT with slices much thicker than the model's training phantoms gets a warning that
+    names the model and both thicknesses; thin slices do not."""
+    path = _save_tiny(tmp_path / "m.pt")
+    model, meta = load_model(path, torch.device("cpu"))
+    meta["train_shape"] = [96, 256, 256]  # 320 mm / 96: 3.3 mm phantom slices
+    save_checkpoint(path, model, meta)
+    ct, lung = _volume(TRAIN_SPACING, (32, 32))  # 5 mm slices
+    for thickness, warned in ((10.0, True), (3.0, False)):
+        ct.SetSpacing((*ct.GetSpacing()[:2], thickness))
+        lung.CopyInformation(ct)
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="serialct"):
+            segment_lesions(ct, lung, path, _config())
+        text = caplog.text
+        assert ("trained on 3.3 mm slices; this CT has 10.0 mm" in text) is warned
+        assert ("m.pt" in text) is warned

@@ -33,6 +33,7 @@ log = logging.getLogger("serialct")
 
 LESION_PROBABILITY_THRESHOLD: Final = 0.5
 SPACING_TOLERANCE: Final = 0.01  # relative; closer than this, slices are used as they are
+THICK_SLICE_FACTOR: Final = 1.5  # CT slices this much thicker than the training phantoms': warn
 HOW_TO_GET_WEIGHTS: Final = (
     "train weights with `serialct train --out FILE.pt` or point config key `model` at the "
     "shipped resources/models/covid_lesion_net.pt"
@@ -200,6 +201,26 @@ def lesion_probability(
     return prob
 
 
+def _warn_thick_slices(ct: sitk.Image, meta: dict[str, Any], model_path: Path) -> None:
+    """Log a warning when the CT's slices are much thicker than the phantoms the model was trained
+    on: partial volume there makes vessels' halos look like ground glass (over-segmentation)."""
+    from serialct.phantom import spacing_for_shape
+
+    if "train_shape" not in meta:
+        return
+    trained = spacing_for_shape(tuple(int(n) for n in meta["train_shape"]))[0]
+    thickness = float(ct.GetSpacing()[2])
+    if thickness > THICK_SLICE_FACTOR * trained:
+        log.warning(
+            "lesion net %s was trained on %.1f mm slices; this CT has %.1f mm slices, where "
+            "it can mark partial-volume halos of vessels as ground glass (see "
+            "resources/models/README.md)",
+            model_path.name,
+            trained,
+            thickness,
+        )
+
+
 def segment_lesions(
     ct: sitk.Image, lung: sitk.Image, model_path: Path, config: dict[str, Any]
 ) -> sitk.Image:
@@ -214,6 +235,7 @@ def segment_lesions(
     mtime = model_path.stat().st_mtime_ns if model_path.is_file() else 0
     model, meta = _cached_model(str(model_path.resolve()), mtime, str(device))
     lesion_cfg = config["lesion"]
+    _warn_thick_slices(ct, meta, model_path)
 
     ct_f = sitk.Cast(ct, sitk.sitkFloat32)
     lung_arr = sitk.GetArrayFromImage(lung) > 0
