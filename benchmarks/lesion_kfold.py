@@ -123,13 +123,7 @@ def main() -> None:
             meta = {**meta, "train_pixel_spacing_mm": list(train_sp)}  # run at this grid
             model.load_state_dict(init.state_dict())
         opt = torch.optim.Adam(model.parameters(), lr=a.lr)
-        sched = torch.optim.lr_scheduler.LambdaLR(
-            opt,
-            lambda s: (
-                T.FINAL_LR_FRACTION
-                + (1 - T.FINAL_LR_FRACTION) * 0.5 * (1 + np.cos(np.pi * s / a.steps))
-            ),
-        )
+        sched = T.cosine_schedule(opt, a.steps)
         emas = [T.WeightEMA(model, d) for d in decays]
         real_only_from = a.steps - int(round(a.final_real * a.steps))
         model.train()

@@ -195,6 +195,7 @@ def test_shipped_medseg_model_on_its_real_slices(tmp_path: Path) -> None:
 
     from serialct.cli import main
     from serialct.lesion.infer import load_model
+    from serialct.lesion.train import dice
     from serialct.phantom import spacing_for_shape
 
     ckpt = MODELS / "covid_lesion_net_medseg.pt"
@@ -210,6 +211,6 @@ def test_shipped_medseg_model_on_its_real_slices(tmp_path: Path) -> None:
     for truth_png in sorted((MEDSEG / "GT").glob("*.png")):
         truth = read_label_slice(truth_png) > 0
         pred = read_label_slice(tmp_path / truth_png.name) > 0
-        dices.append(2 * np.count_nonzero(pred & truth) / (pred.sum() + truth.sum()))
+        dices.append(dice(pred, truth))
     assert len(dices) == 50
     assert np.mean(dices) >= 0.77

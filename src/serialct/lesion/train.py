@@ -258,6 +258,17 @@ def _loss(logits: torch.Tensor, target: torch.Tensor, kind: str = "ce_dice") -> 
     return ce + (1 - dice)
 
 
+def cosine_schedule(opt: torch.optim.Optimizer, total: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """The learning rate decays along a cosine from lr to lr * FINAL_LR_FRACTION over ``total``
+    steps (call ``step()`` after each optimiser step)."""
+    return torch.optim.lr_scheduler.LambdaLR(
+        opt,
+        lambda s: (
+            FINAL_LR_FRACTION + (1 - FINAL_LR_FRACTION) * 0.5 * (1 + math.cos(math.pi * s / total))
+        ),
+    )
+
+
 class WeightEMA:
     """Exponential moving average of a model's parameters and buffers (BatchNorm statistics too).
 
@@ -409,12 +420,7 @@ def train(
         model.load_state_dict(init_model.state_dict())
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     total = max(epochs * steps_per_epoch, 1)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt,
-        lambda s: (
-            FINAL_LR_FRACTION + (1 - FINAL_LR_FRACTION) * 0.5 * (1 + math.cos(math.pi * s / total))
-        ),
-    )
+    sched = cosine_schedule(opt, total)
     train_dice = float("nan")
     for epoch in range(epochs):
         model.train()
