@@ -3,7 +3,9 @@ true lobes) and user lobe masks (lobes_from)."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -288,3 +290,23 @@ def test_fissure_search_ignores_storage_order():
     axes = (0, 1, 2)
     reversed_lobes = segment_lobes(flipped(ct, axes), flipped(lung, axes))
     assert np.array_equal(np.flip(sitk.GetArrayFromImage(reversed_lobes), axis=axes), lobes)
+
+
+def test_validation_carries_true_lobes_onto_the_mask():
+    """benchmarks/lung_validation.py's ``mask`` source: every voxel of our lung mask takes the
+    nearest true lobe, so tissue wrongly in the mask dilutes that lobe and missed lung drops out
+    (the true lobes merely cut to the mask would see the misses only)."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "lung_validation.py"
+    spec = importlib.util.spec_from_file_location("lung_validation", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    lobes = np.zeros((4, 6, 10), dtype=np.uint8)
+    lobes[:, 1:5, 1:5], lobes[:, 1:5, 5:9] = 1, 2
+    mask = lobes > 0
+    mask[:, 1, 1:5] = False  # a missed row of lobe 1
+    mask[:, 5, 6:9] = True  # tissue below lobe 2 wrongly in the mask
+    carried = module._nearest_labels(lobes, mask)
+    assert np.array_equal(carried[:, 5, 6:9], np.full((4, 3), 2))
+    assert not carried[:, 1, 1:5].any()
+    assert np.array_equal(carried[lobes > 0] > 0, mask[lobes > 0])
+    assert not carried[~mask].any()
