@@ -28,8 +28,9 @@ lesions): with the true lung mask, 0-4.0 points (planes alone, before: up to 6.6
 involvement); with our lung mask, up to 4.7 points except the two densest phantoms (45-48 %
 involved, half of it consolidated: 6.0 and 6.6), where the lung mask is most of the error
 (true lobes carried onto it: 6.4 and 6.1; consolidation missed along the wall, and tissue under
-the left lung's consolidated base filled in, which dilutes the left lower lobe). On coarse voxels (the tests' and the demo's phantoms) there is no search and
-the planes alone give lobe Dice ~0.9. Real fissures are incomplete in many patients and lesions
+the left lung's consolidated base filled in, which dilutes the left lower lobe). On coarse
+voxels (the tests' and the demo's phantoms) there is no search and the planes alone give lobe
+Dice ~0.9. Real fissures are incomplete in many patients and lesions
 hide them, so per-lobe numbers on patients are approximate: good for "which lobes are involved"
 and the 0-5 lobe scores, not for lobar volumes. Every lung voxel gets exactly one lobe of its own
 side.
