@@ -214,7 +214,7 @@ def test_thick_slices_warn(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> 
     names the model and both thicknesses; thin slices do not."""
     path = _save_tiny(tmp_path / "m.pt")
     model, meta = load_model(path, torch.device("cpu"))
-    meta["train_shape"] = [96, 256, 256]  # 320 mm / 96: 3.3 mm phantom slices
+    meta["train_slice_thickness_mm"] = 320 / 96  # 96-slice phantoms: 3.3 mm slices
     save_checkpoint(path, model, meta)
     ct, lung = _volume(TRAIN_SPACING, (32, 32))  # 5 mm slices
     for thickness, warned in ((10.0, True), (3.0, False)):
@@ -226,3 +226,43 @@ def test_thick_slices_warn(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> 
         text = caplog.text
         assert ("trained on 3.3 mm slices; this CT has 10.0 mm" in text) is warned
         assert ("m.pt" in text) is warned
+
+
+def _restored(
+    image: sitk.Image, flips: tuple[bool, bool, bool], order: tuple[int, ...]
+) -> sitk.Image:
+    """The same physical image stored with axes flipped and permuted (geometry tags follow)."""
+    return sitk.PermuteAxes(sitk.Flip(image, list(flips), flipAboutOrigin=False), list(order))
+
+
+@pytest.mark.parametrize(
+    ("flips", "order"),
+    [
+        ((False, True, False), (0, 1, 2)),  # rows reversed
+        ((True, False, False), (0, 1, 2)),  # columns reversed
+        ((False, False, True), (0, 1, 2)),  # slices reversed
+        ((False, False, False), (1, 0, 2)),  # rows and columns transposed
+        ((True, True, True), (2, 0, 1)),  # everything at once: slices become columns
+    ],
+)
+def test_lesions_do_not_depend_on_storage_order(flips, order) -> None:
+    """A phantom stored with reversed rows, columns or slices, or transposed axes, gives the same
+    lesion volume (within 2 %) and the same labels at the same physical points."""
+    from serialct.phantom import draw_phantom
+
+    p = draw_phantom(np.random.default_rng(7), shape=(32, 128, 128), lesion_percent=6.0)
+    ct = sitk.GetImageFromArray(p.hu)
+    ct.SetSpacing([float(s) for s in p.spacing[::-1]])
+    lung = sitk.GetImageFromArray(p.lung.astype(np.uint8))
+    lung.CopyInformation(ct)
+    base = segment_lesions(ct, lung, SHIPPED, _config())
+    ct2, lung2 = _restored(ct, flips, order), _restored(lung, flips, order)
+    assert ct2.GetDirection() != ct.GetDirection() or ct2.GetOrigin() != ct.GetOrigin()
+    moved = segment_lesions(ct2, lung2, SHIPPED, _config())
+    assert moved.GetDirection() == ct2.GetDirection() and moved.GetSize() == ct2.GetSize()
+    n_base = np.count_nonzero(sitk.GetArrayFromImage(base))
+    n_moved = np.count_nonzero(sitk.GetArrayFromImage(moved))
+    assert n_base > 100
+    assert abs(n_moved - n_base) / n_base < 0.02
+    back = sitk.Resample(moved, base, sitk.Transform(), sitk.sitkNearestNeighbor, 0)
+    assert np.array_equal(sitk.GetArrayFromImage(back), sitk.GetArrayFromImage(base))

@@ -34,6 +34,7 @@ log = logging.getLogger("serialct")
 LESION_PROBABILITY_THRESHOLD: Final = 0.5
 SPACING_TOLERANCE: Final = 0.01  # relative; closer than this, slices are used as they are
 THICK_SLICE_FACTOR: Final = 1.5  # CT slices this much thicker than the training phantoms': warn
+WORK_ORIENTATION: Final = "LPS"  # array (z, y, x) = (inferior->superior, ant->post, R->L)
 HOW_TO_GET_WEIGHTS: Final = (
     "train weights with `serialct train --out FILE.pt` or point config key `model` at the "
     "shipped resources/models/covid_lesion_net.pt"
@@ -203,12 +204,11 @@ def lesion_probability(
 
 def _warn_thick_slices(ct: sitk.Image, meta: dict[str, Any], model_path: Path) -> None:
     """Log a warning when the CT's slices are much thicker than the phantoms the model was trained
-    on: partial volume there makes vessels' halos look like ground glass (over-segmentation)."""
-    from serialct.phantom import spacing_for_shape
-
-    if "train_shape" not in meta:
+    on (meta ``train_slice_thickness_mm``): partial volume there makes vessels' halos look like
+    ground glass (over-segmentation)."""
+    if "train_slice_thickness_mm" not in meta:
         return
-    trained = spacing_for_shape(tuple(int(n) for n in meta["train_shape"]))[0]
+    trained = float(meta["train_slice_thickness_mm"])
     thickness = float(ct.GetSpacing()[2])
     if thickness > THICK_SLICE_FACTOR * trained:
         log.warning(
@@ -226,11 +226,28 @@ def segment_lesions(
 ) -> sitk.Image:
     """Lesion labels (uint8, CT geometry): 0, 1 GGO, 2 consolidation, 3 other; only inside lung.
 
-    ``config`` is the validated workflow config (keys ``device``, ``hu``, ``lesion``).
+    The CT is turned to :data:`WORK_ORIENTATION` first (axial slices, as the lung and lobe steps
+    do) and the labels are turned back, so the answer does not depend on how the scan's rows,
+    columns and slices are stored. ``config`` is the validated workflow config (keys ``device``,
+    ``hu``, ``lesion``).
     """
     if ct.GetSize() != lung.GetSize():
         raise InputError(f"lung mask size {lung.GetSize()} does not match CT size {ct.GetSize()}")
-    model_path = Path(model_path)
+    oriented = sitk.DICOMOrient(ct, WORK_ORIENTATION)
+    lung_oriented = sitk.DICOMOrient(lung, WORK_ORIENTATION)
+    labels = _segment_oriented(oriented, lung_oriented, Path(model_path), config)
+    out = sitk.GetImageFromArray(labels)
+    out.CopyInformation(oriented)
+    code = sitk.DICOMOrientImageFilter.GetOrientationFromDirectionCosines(ct.GetDirection())
+    out = sitk.DICOMOrient(out, code)
+    out.CopyInformation(ct)
+    return out
+
+
+def _segment_oriented(
+    ct: sitk.Image, lung: sitk.Image, model_path: Path, config: dict[str, Any]
+) -> np.ndarray:
+    """Lesion label array of an axially oriented CT (see :func:`segment_lesions`)."""
     device = pick_device(config["device"])
     mtime = model_path.stat().st_mtime_ns if model_path.is_file() else 0
     model, meta = _cached_model(str(model_path.resolve()), mtime, str(device))
@@ -267,10 +284,7 @@ def segment_lesions(
         prob = sitk.GetArrayFromImage(_resample(prob_img, ct_f, sitk.sitkLinear, 0.0))
     lesion = (prob >= lesion_threshold(meta)) & lung_arr
     lesion = drop_small_components(lesion, ct.GetSpacing(), float(lesion_cfg["min_component_mm3"]))
-    labels = split_by_density(sitk.GetArrayFromImage(ct), lesion, config["hu"])
-    out = sitk.GetImageFromArray(labels)
-    out.CopyInformation(ct)
-    return out
+    return split_by_density(sitk.GetArrayFromImage(ct), lesion, config["hu"])
 
 
 def drop_small_components(

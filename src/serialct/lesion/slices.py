@@ -42,6 +42,7 @@ from serialct.lesion.infer import (
     pick_device,
 )
 from serialct.lesion.net import CovidLesionNet, pad_to_multiple, preprocess
+from serialct.lesion.window import MEDSEG_WINDOW, estimate_window, pixel_histogram
 
 log = logging.getLogger("serialct")
 
@@ -161,17 +162,33 @@ def labels_from_probability(
     return labels
 
 
+def slice_window(
+    pixels: np.ndarray, center: float | None, width: float | None
+) -> tuple[float, float]:
+    """The display window of a slice: the given one, or (``None``) the one estimated from its
+    histogram (:func:`serialct.lesion.window.estimate_window`); a slice without lung/tissue
+    contrast falls back to the MedSeg slices' window, with a warning."""
+    if center is not None and width is not None:
+        return float(center), float(width)
+    try:
+        return estimate_window(pixel_histogram(pixels))
+    except InputError as exc:
+        log.warning("%s; using C %.0f W %.0f", exc, *MEDSEG_WINDOW)
+        return MEDSEG_WINDOW
+
+
 def segment_slice_array(
     pixels: np.ndarray,
     model: CovidLesionNet,
     meta: dict[str, Any],
     device: torch.device,
     config: dict[str, Any],
-    window_center: float,
-    window_width: float,
+    window_center: float | None,
+    window_width: float | None,
 ) -> np.ndarray:
-    """Mask (uint8 0/1/2) of one windowed 8-bit slice; see the module docstring."""
-    hu = window_to_hu(pixels, window_center, window_width)
+    """Mask (uint8 0/1/2) of one windowed 8-bit slice; see the module docstring. A window of
+    ``None`` is estimated from the slice's own histogram (:func:`slice_window`)."""
+    hu = window_to_hu(pixels, *slice_window(pixels, window_center, window_width))
     spacing = config["lesion"].get("slice_pixel_spacing_mm")
     if spacing is None:  # the spacing the checkpoint's slice sets were trained at, if any
         spacing = meta.get("slice_pixel_spacing_mm")
@@ -184,8 +201,8 @@ def segment_slices(
     out_dir: Path,
     model_path: Path,
     config: dict[str, Any],
-    window_center: float,
-    window_width: float,
+    window_center: float | None,
+    window_width: float | None,
 ) -> int:
     """Write ``OUT_DIR/<stem>.png`` (0 background, 1 GGO, 2 consolidation) for every image.
 

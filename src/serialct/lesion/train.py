@@ -482,6 +482,7 @@ def train(
         "preprocess": dict(PREPROCESS),
         "train_pixel_spacing_mm": [float(s) for s in spacing_for_shape(shape)[1:]],
         "train_shape": list(shape),
+        "train_slice_thickness_mm": float(spacing_for_shape(shape)[0]),
         "pool_volumes": pool_volumes,
         "command": shlex.join(command),
         "torch": str(torch.__version__),
