@@ -3,22 +3,20 @@
 Usage: python benchmarks/lesion_kfold.py [--spacing 0.7|native] [--steps 500] [--frac 0.6]
     [--lr 5e-4] [--init PT|none] [--folds 0,1,2,3,4] [--threads 1] [--save PT]
     [--augment basic|strong] [--loss ce_dice|ce_dice_slice] [--base-channels 16]
-    [--ema 0.99[,0.995]] [--final-real 0.2] [--split-seed 0] [--shape 48x128x128]
+    [--final-real 0.2] [--split-seed 0] [--shape 48x128x128]
 
 For each fold (``serialct.lesion.data.kfold_indices(50, 5, --split-seed)``): start from
-``--init`` and train ``--steps`` Adam steps (batch 8, cosine lr) on phantom slices mixed with the
-other folds' real slices, exactly as ``serialct train --real-slices`` samples them (a phantom pool
+``--init`` and train ``--steps`` Adam steps (batch 8, cosine lr; :func:`serialct.lesion.loop.fit`)
+on phantom slices mixed with the other folds' real slices, exactly as ``serialct train
+--real-slices`` samples them (:func:`serialct.lesion.real_slices.mixed_batch`; a phantom pool
 of 40 volumes, seed 0, is cached under /tmp); ``--final-real F``: the last F of the steps take real
 slices only; ``--shape``: the phantoms' grid, which sets the pixel spacing the net is trained and
 run at (48x128x128: 2.81 mm, as the shipped checkpoints; 96x256x256: 1.41 mm). Then score the
 held-out slices through the ``segment-slices`` path
 (:func:`serialct.lesion.slices.slice_probability` at native size): per-slice lesion Dice (lesion
 = label > 0; all 50 slices have lesions, so no empty-truth case), mean over slices, for
-probability thresholds 0.15-0.6, without and with a left-right flip average. ``--ema D1,D2``:
-also score exponential moving averages of the weights
-(:class:`serialct.lesion.train.WeightEMA`, keys ``emaD:...``) of the same run; the raw model's
-keys stay unprefixed.
-Per model and fold, the threshold of the flip average is also picked on the fold's own training
+probability thresholds 0.15-0.6, without and with a left-right flip average.
+Per fold, the threshold of the flip average is also picked on the fold's own training
 slices (``train_pick``: best mean Dice over the 40 seen slices), so that the held-out number at that
 threshold (``flip@train_pick``) does not use the held-out labels.
 Folds can run in separate processes (``--folds``); the per-slice numbers go to ``--out`` JSON.
@@ -29,16 +27,22 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from serialct.lesion import train as T
+from serialct.lesion.checkpoint import save_checkpoint
 from serialct.lesion.data import SliceSet, kfold_indices, load_slice_set
 from serialct.lesion.infer import load_model
+from serialct.lesion.loop import fit
+from serialct.lesion.loss import LOSSES
 from serialct.lesion.net import PREPROCESS, CovidLesionNet
+from serialct.lesion.phantom_slices import PhantomPool, draw_pool
+from serialct.lesion.real_slices import REAL_AUGMENTATIONS, mixed_batch
+from serialct.lesion.scoring import dice
 from serialct.lesion.slices import slice_probability, window_to_hu
 from serialct.lesion.train_args import TRAIN_SHAPE
 from serialct.phantom import spacing_for_shape
@@ -67,8 +71,28 @@ def _flip_dice(
     row: dict[str, float] = {}
     for name, p in (("plain", prob), ("flip", 0.5 * (prob + flipped))):
         for th in THRESHOLDS:
-            row[f"{name}@{th}"] = T.dice(p >= th, truth)
+            row[f"{name}@{th}"] = dice(p >= th, truth)
     return row
+
+
+def _batches(
+    rng: np.random.Generator,
+    pool: PhantomPool,
+    real: SliceSet,
+    a: argparse.Namespace,
+) -> Callable[[], tuple[torch.Tensor, torch.Tensor]]:
+    """Batches of 8: ``Binomial(8, --frac)`` real slices, phantoms for the rest; the last
+    ``--final-real`` share of the ``--steps`` batches real only."""
+    real_only_from = a.steps - int(round(a.final_real * a.steps))
+    step = 0
+
+    def next_batch() -> tuple[torch.Tensor, torch.Tensor]:
+        nonlocal step
+        n_real = 8 if step >= real_only_from else int(rng.binomial(8, a.frac))
+        step += 1
+        return mixed_batch(rng, pool, real, 8, n_real, a.augment)
+
+    return next_batch
 
 
 def main() -> None:
@@ -78,17 +102,16 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=500)
     ap.add_argument("--lr", type=float, default=5e-4)
     ap.add_argument("--frac", type=float, default=0.6, help="expected real share of a batch")
-    ap.add_argument("--init", default=str(ROOT / "resources/models/covid_lesion_net.pt"))
+    ap.add_argument("--init", default=str(ROOT / "resources/models/covid_lesion_net_phantom.pt"))
     ap.add_argument("--folds", default="0,1,2,3,4")
     ap.add_argument("--center", type=float, default=-400.0, help="window center of the JPGs")
     ap.add_argument("--pool", type=int, default=40, help="phantom volumes")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--save", default="", help="write the last fold's model (last --ema) here")
+    ap.add_argument("--save", default="", help="write the last fold's model here")
     ap.add_argument("--out", default="", help="per-slice Dice JSON")
-    ap.add_argument("--augment", choices=T.REAL_AUGMENTATIONS, default="basic")
-    ap.add_argument("--loss", choices=T.LOSSES, default="ce_dice")
+    ap.add_argument("--augment", choices=REAL_AUGMENTATIONS, default="basic")
+    ap.add_argument("--loss", choices=LOSSES, default="ce_dice")
     ap.add_argument("--base-channels", type=int, default=16, help="with --init none only")
-    ap.add_argument("--ema", default="", help="comma-separated EMA decays also scored")
     ap.add_argument("--final-real", type=float, default=0.0, help="share of steps, real only")
     ap.add_argument("--split-seed", type=int, default=0, help="seed of the fold split")
     ap.add_argument("--shape", default="x".join(map(str, TRAIN_SHAPE)), help="phantom grid")
@@ -104,10 +127,9 @@ def main() -> None:
         z = np.load(cache)
         pool = (z["hu"], z["les"], z["lung"])
     else:
-        pool = T._draw_pool(np.random.default_rng(0), a.pool, shape)
+        pool = draw_pool(np.random.default_rng(0), a.pool, shape)
         np.savez(cache, hu=pool[0], les=pool[1], lung=pool[2])
     folds = kfold_indices(len(real), 5, a.split_seed)
-    decays = [float(d) for d in a.ema.split(",") if d]
     dev = torch.device("cpu")
     per_slice: dict[str, dict[str, float]] = {}
     t0 = time.monotonic()
@@ -122,50 +144,28 @@ def main() -> None:
             init, meta = load_model(Path(a.init), dev)
             meta = {**meta, "train_pixel_spacing_mm": list(train_sp)}  # run at this grid
             model.load_state_dict(init.state_dict())
-        opt = torch.optim.Adam(model.parameters(), lr=a.lr)
-        sched = T.cosine_schedule(opt, a.steps)
-        emas = [T.WeightEMA(model, d) for d in decays]
-        real_only_from = a.steps - int(round(a.final_real * a.steps))
-        model.train()
-        for step in range(a.steps):
-            n_real = 8 if step >= real_only_from else int(rng.binomial(8, a.frac))
-            xs, ys = T._sample_batch(rng, pool, 8 - n_real)
-            xr, yr = T._sample_real(rng, train_set, n_real, shape[1:], a.augment)
-            loss = T._loss(model(torch.cat([xs, xr])), torch.cat([ys, yr]), a.loss)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            for ema in emas:
-                ema.update(model)
-        model.eval()
-        variants = [("", model)] + [(f"ema{e.decay}:", e.model) for e in emas]
+        batches = _batches(rng, pool, train_set, a)
+        fit(model, batches, steps=a.steps, lr=a.lr, device=dev, loss_kind=a.loss)
         train_idx = [i for i in range(len(real)) if i not in held]
-        rows = {real.names[i]: {} for i in held}
-        for prefix, m in variants:
-            seen = [_flip_dice(real, i, m, meta, dev, sp, a.center) for i in train_idx]
-            pick = max(THRESHOLDS, key=lambda th: np.mean([r[f"flip@{th}"] for r in seen]))
-            for i in held:
-                row: dict[str, float] = _flip_dice(real, i, m, meta, dev, sp, a.center)
-                row["train_pick"] = pick
-                row["flip@train_pick"] = row[f"flip@{pick}"]
-                rows[real.names[i]].update({prefix + k: v for k, v in row.items()})
+        seen = [_flip_dice(real, i, model, meta, dev, sp, a.center) for i in train_idx]
+        pick = max(THRESHOLDS, key=lambda th: np.mean([r[f"flip@{th}"] for r in seen]))
+        rows: dict[str, dict[str, float]] = {}
+        for i in held:
+            row = _flip_dice(real, i, model, meta, dev, sp, a.center)
+            row["train_pick"] = pick
+            row["flip@train_pick"] = row[f"flip@{pick}"]
+            rows[real.names[i]] = row
         per_slice.update(rows)
         done = list(rows.values())
-        show = [
-            k
-            for k in done[0]
-            if k.split(":")[-1] in ("plain@0.4", "flip@0.25", "flip@0.3", "flip@train_pick")
-        ]
+        show = ("plain@0.4", "flip@0.25", "flip@0.3", "flip@train_pick")
         print(
             f"fold {f} ({time.monotonic() - t0:.0f} s): "
             + " ".join(f"{k} {np.mean([r[k] for r in done]):.3f}" for k in show)
-            + " picks "
-            + " ".join(f"{p or 'raw'}{done[0][p + 'train_pick']}" for p, _ in variants),
+            + f" picks raw{pick}",
             flush=True,
         )
         if a.save:
-            T.save_checkpoint(Path(a.save), variants[-1][1], meta)
+            save_checkpoint(Path(a.save), model, meta)
     keys = [k for k in next(iter(per_slice.values())) if not k.endswith("train_pick")]
     keys += [k for k in next(iter(per_slice.values())) if k.endswith("flip@train_pick")]
     summary = {k: round(float(np.mean([r[k] for r in per_slice.values()])), 4) for k in keys}

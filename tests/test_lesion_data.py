@@ -20,8 +20,11 @@ from serialct.lesion.data import (
     sha1_file,
 )
 from serialct.lesion.infer import load_model
+from serialct.lesion.real_slices import RealData
 from serialct.lesion.slices import hu_to_window
-from serialct.lesion.train import RealData, add_train_arguments, run_train, train, train_kfold
+from serialct.lesion.train import train, train_kfold
+from serialct.lesion.train_args import add_train_arguments
+from serialct.lesion.train_cli import run_train
 
 CENTER, WIDTH = -600.0, 1500.0
 TRAIN_SP = (2.8, 2.8)

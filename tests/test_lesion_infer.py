@@ -12,6 +12,7 @@ import torch
 from serialct.config import defaults
 from serialct.constants import HU_AIR, LESION_CONSOLIDATION, LESION_GGO, LESION_OTHER
 from serialct.errors import InputError
+from serialct.lesion.checkpoint import save_checkpoint
 from serialct.lesion.infer import (
     drop_small_components,
     load_model,
@@ -19,9 +20,10 @@ from serialct.lesion.infer import (
     segment_lesions,
 )
 from serialct.lesion.net import CHECKPOINT_FORMAT, PREPROCESS, CovidLesionNet
-from serialct.lesion.train import save_checkpoint
 
-SHIPPED = Path(__file__).resolve().parents[1] / "resources" / "models" / "covid_lesion_net.pt"
+SHIPPED = (
+    Path(__file__).resolve().parents[1] / "resources" / "models" / "covid_lesion_net_phantom.pt"
+)
 TRAIN_SPACING = (2.5, 2.5)  # (y, x) mm of the tiny test checkpoints
 
 

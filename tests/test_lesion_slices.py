@@ -12,6 +12,7 @@ from PIL import Image
 from serialct.config import defaults
 from serialct.constants import LESION_CONSOLIDATION, LESION_GGO
 from serialct.errors import InputError
+from serialct.lesion.checkpoint import save_checkpoint
 from serialct.lesion.net import CHECKPOINT_FORMAT, PREPROCESS, CovidLesionNet
 from serialct.lesion.slices import (
     hu_to_window,
@@ -20,7 +21,6 @@ from serialct.lesion.slices import (
     segment_slices,
     window_to_hu,
 )
-from serialct.lesion.train import save_checkpoint
 
 CENTER, WIDTH = -600.0, 1500.0
 
@@ -195,7 +195,7 @@ def test_shipped_medseg_model_on_its_real_slices(tmp_path: Path) -> None:
 
     from serialct.cli import main
     from serialct.lesion.infer import load_model
-    from serialct.lesion.train import dice
+    from serialct.lesion.scoring import dice
     from serialct.phantom import spacing_for_shape
 
     ckpt = MODELS / "covid_lesion_net_medseg.pt"

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from serialct.lesion.infer import load_model
-from serialct.lesion.train import dice, train
+from serialct.lesion.scoring import dice
+from serialct.lesion.train import train
 
 
 def test_train_smoke(tmp_path: Path) -> None:
@@ -56,63 +57,29 @@ def test_strong_real_augmentation_and_slice_loss() -> None:
     import numpy as np
 
     from serialct.lesion.data import SliceSet
-    from serialct.lesion.train import _loss, _sample_real
+    from serialct.lesion.loss import lesion_loss
+    from serialct.lesion.real_slices import sample_real
 
     hu = np.full((40, 40), -850.0, np.float32)
     lesion = np.zeros((40, 40), np.uint8)
     hu[10:25, 12:30], lesion[10:25, 12:30] = -500.0, 1
     real = SliceSet(hu=[hu], lesion=[lesion], names=["a"], files=[("a",)])
-    x, y = _sample_real(np.random.default_rng(0), real, 4, (32, 32), "strong")
+    x, y = sample_real(np.random.default_rng(0), real, 4, (32, 32), "strong")
     assert x.shape == (4, 1, 32, 32) and y.shape == (4, 32, 32)
     assert 0.0 <= float(x.min()) and float(x.max()) <= 1.0
     assert set(torch.unique(y).tolist()) <= {0, 1} and int(y.sum()) > 0
     logits = torch.zeros(4, 2, 32, 32, requires_grad=True)
     for kind in ("ce_dice", "ce_dice_slice"):
-        loss = _loss(logits, y, kind)
+        loss = lesion_loss(logits, y, kind)
         assert math.isfinite(loss.item()) and loss.item() > 0
-
-
-def test_weight_ema_averages_parameters_and_buffers() -> None:
-    from serialct.lesion.train import WeightEMA
-
-    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
-
-    def set_all(value: float) -> None:
-        with torch.no_grad():
-            for t in model.state_dict().values():
-                t.fill_(value if t.dtype.is_floating_point else int(value) + 10)
-
-    set_all(1.0)
-    ema = WeightEMA(model, 0.9)
-    assert not ema.model.training
-    assert all(not p.requires_grad for p in ema.model.parameters())
-
-    def weight() -> float:
-        return float(ema.model.state_dict()["0.weight"][0, 1])
-
-    for value in (3.0, 5.0, 7.0):  # the first updates: the plain mean of the weights seen
-        set_all(value)
-        ema.update(model)
-    assert weight() == pytest.approx(5.0)
-    state = ema.model.state_dict()
-    assert torch.allclose(state["1.running_var"], torch.full((2,), 5.0))  # buffers averaged too
-    assert int(state["1.num_batches_tracked"]) == 17  # integer buffers copied
-    set_all(0.0)
-    for _ in range(20):
-        ema.update(model)
-    before = weight()
-    set_all(1.0)
-    ema.update(model)  # from update 10 on: the decay itself
-    assert weight() == pytest.approx(0.9 * before + 0.1)
-    assert float(model.state_dict()["0.weight"][0, 1]) == 1.0  # the model itself is untouched
 
 
 MEDSEG = Path(__file__).resolve().parents[2] / "shared" / "data" / "real" / "medseg-covid-2d-train"
 
 
 @pytest.mark.skipif(not MEDSEG.is_dir(), reason="MedSeg slices not in ../shared")
-def test_kfold_benchmark_split_seed_ema_and_final_real(tmp_path: Path) -> None:
-    """benchmarks/lesion_kfold.py: --split-seed picks the held-out slices, --ema adds scores."""
+def test_kfold_benchmark_split_seed_and_final_real(tmp_path: Path) -> None:
+    """benchmarks/lesion_kfold.py: --split-seed picks the held-out slices; the JSON rows."""
     import subprocess
     import sys
 
@@ -123,8 +90,8 @@ def test_kfold_benchmark_split_seed_ema_and_final_real(tmp_path: Path) -> None:
     out = tmp_path / "kf.json"
     run = subprocess.run(
         [sys.executable, str(root / "benchmarks" / "lesion_kfold.py"), "--threads", "1",
-         "--steps", "2", "--folds", "0", "--pool", "2", "--split-seed", "1", "--ema", "0.9",
-         "--final-real", "0.5", "--data", str(MEDSEG), "--out", str(out)],
+         "--steps", "2", "--folds", "0", "--pool", "2", "--split-seed", "1", "--final-real", "0.5",
+         "--data", str(MEDSEG), "--out", str(out)],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr[-2000:]
@@ -134,6 +101,7 @@ def test_kfold_benchmark_split_seed_ema_and_final_real(tmp_path: Path) -> None:
     assert set(result["per_slice"]) == held
     assert held != {f"{MEDSEG.name}/{stems[i]}" for i in kfold_indices(len(stems), 5, 0)[0]}
     row = next(iter(result["per_slice"].values()))
-    assert {"flip@0.25", "ema0.9:flip@0.25", "train_pick", "ema0.9:flip@train_pick"} <= set(row)
+    assert {"plain@0.4", "flip@0.25", "train_pick", "flip@train_pick"} <= set(row)
+    assert not any(":" in k for k in row)  # one model per fold: keys unprefixed
     assert row["flip@train_pick"] == row[f"flip@{row['train_pick']}"]
-    assert 0.0 <= result["summary"]["ema0.9:flip@0.25"] <= 1.0
+    assert 0.0 <= result["summary"]["flip@0.25"] <= 1.0

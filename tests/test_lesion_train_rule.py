@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from serialct.config import defaults
-from serialct.lesion import train as train_mod
+from serialct.lesion import train_cli
 from serialct.lesion.train_args import TRAIN_SHAPE, add_train_arguments
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,13 +22,13 @@ MEDSEG = ROOT.parent / "shared" / "data" / "real" / "medseg-covid-2d-train"
 
 def test_train_from_config_maps_every_flag(monkeypatch, tmp_path: Path) -> None:
     seen: list[argparse.Namespace] = []
-    monkeypatch.setattr(train_mod, "run_train", lambda args: seen.append(args) or {"metrics": {}})
+    monkeypatch.setattr(train_cli, "run_train", lambda args: seen.append(args) or {"metrics": {}})
     config = copy.deepcopy(defaults())
     config["lesion"]["slice_window"] = [-400, 1500]
     config["train"].update(real_slices=["a/b"], volumes=[["ct.nii.gz", "lab.nii.gz"]], kfold=5)
     config["train"].update(epochs=3, lr=0.0005, init="m.pt", real_fraction=0.25)
     config["train"]["shape"] = [96, 256, 256]
-    train_mod.train_from_config(config, tmp_path / "m.pt", threads=1)
+    train_cli.train_from_config(config, tmp_path / "m.pt", threads=1)
     (args,) = seen
     reference = argparse.ArgumentParser()
     add_train_arguments(reference)
@@ -44,6 +44,44 @@ def test_train_from_config_maps_every_flag(monkeypatch, tmp_path: Path) -> None:
     assert tuple(defaults()["train"]["shape"]) == flags["shape"] == TRAIN_SHAPE  # one default
     with pytest.raises(SystemExit):
         reference.parse_args(["--shape", "96x256x256"])  # Z,Y,X with commas, as synth --shape
+
+
+def test_auto_slice_window(monkeypatch, tmp_path: Path) -> None:
+    """lesion.slice_window auto: one window from the slice sets' pooled histogram, unless both
+    flags give one; volume pairs alone read no window."""
+    import numpy as np
+    from PIL import Image
+
+    from serialct.errors import InputError
+    from serialct.lesion.window import MEDSEG_WINDOW, estimate_window, pixel_histogram
+
+    sets = []
+    for k in range(2):
+        (tmp_path / f"s{k}" / "Imgs").mkdir(parents=True)
+        sets.append(str(tmp_path / f"s{k}"))
+        for i in range(2):
+            px = np.full((40, 40), 200 - 10 * k, np.uint8)
+            px[5:35, 5:18] = px[5:35, 22:35] = 30 + 5 * i  # two "lungs"
+            Image.fromarray(px).save(tmp_path / f"s{k}" / "Imgs" / f"{i}.png")
+    pooled = sum(
+        pixel_histogram(np.asarray(Image.open(p))) for p in sorted(tmp_path.glob("s*/Imgs/*.png"))
+    )
+    assert train_cli.resolve_window("auto", None, None, sets) == estimate_window(pooled)
+    assert train_cli.resolve_window("auto", -500.0, 1400.0, sets) == (-500.0, 1400.0)
+    assert train_cli.resolve_window("auto", None, None, []) == MEDSEG_WINDOW
+    assert train_cli.resolve_window([-600, 1500], None, 1400.0, sets) == (-600.0, 1400.0)
+    with pytest.raises(InputError, match="both"):
+        train_cli.resolve_window("auto", -500.0, None, sets)
+
+    seen: list[argparse.Namespace] = []
+    monkeypatch.setattr(train_cli, "run_train", lambda args: seen.append(args) or {"metrics": {}})
+    config = copy.deepcopy(defaults())
+    assert config["lesion"]["slice_window"] == "auto"
+    train_cli.train_from_config(config, tmp_path / "m.pt")  # phantoms only: no window
+    config["train"]["real_slices"] = sets
+    train_cli.train_from_config(config, tmp_path / "m.pt")
+    assert (seen[0].window_center, seen[0].window_width) == (None, None)
+    assert (seen[1].window_center, seen[1].window_width) == estimate_window(pooled)
 
 
 def _dry_run(config: dict, tmp_path: Path, *targets: str) -> str:

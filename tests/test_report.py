@@ -90,3 +90,12 @@ def test_skipped_series_are_listed_with_their_reason(tmp_path):
     assert "(1 of 2)" in html
     assert "gantry tilt 18.5 deg" in html
     assert "chosen of 2" not in html
+
+
+def test_model_line_names_the_model_and_its_validation(tmp_path) -> None:
+    from serialct.report import model_line
+
+    model = tmp_path / "net.pt"
+    assert model_line(model) == "net.pt: no metadata beside the weights"
+    model.with_suffix(".json").write_text('{"summary": "external Dice 0.7"}')
+    assert model_line(model) == "net.pt: external Dice 0.7"

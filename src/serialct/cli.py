@@ -55,7 +55,7 @@ def cmd_stats(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from serialct.lesion.train import run_train
+    from serialct.lesion.train_cli import run_train
 
     print(run_train(args)["metrics"])
 
@@ -75,11 +75,15 @@ def cmd_segment_slices(args: argparse.Namespace) -> None:
     config = _config(args.config)
     if args.device:
         config["device"] = args.device
-    center, width = config["lesion"]["slice_window"]
+    if (args.window_center is None) != (args.window_width is None):
+        raise InputError("segment-slices: give both --window-center and --window-width, or neither")
+    window = config["lesion"]["slice_window"]
+    center, width = (None, None) if window == "auto" else window
+    if args.window_center is not None:
+        center, width = args.window_center, args.window_width
     n = segment_slices(
         Path(args.images_dir), Path(args.out_dir), Path(args.model or config["model"]), config,
-        center if args.window_center is None else args.window_center,
-        width if args.window_width is None else args.window_width,
+        center, width,
     )  # fmt: skip
     print(f"{n} masks in {args.out_dir}")
 
@@ -178,8 +182,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("images_dir", help="folder of 8-bit windowed PNG/JPG slices")
     p.add_argument("out_dir", help="one <stem>.png mask per image")
-    p.add_argument("--window-center", type=float, help="HU (default: config lesion.slice_window)")
-    p.add_argument("--window-width", type=float, help="HU (default: config lesion.slice_window)")
+    p.add_argument(
+        "--window-center",
+        type=float,
+        help="HU of the images' display window (default: config lesion.slice_window, auto: "
+        "estimated from each image's histogram)",
+    )
+    p.add_argument("--window-width", type=float, help="HU; with --window-center")
     p.add_argument("--model", help="weights (default: config model)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"])
     p.add_argument("--config")

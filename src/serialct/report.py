@@ -308,8 +308,19 @@ def _extra_sections(stats_dir: Path) -> str:
     return "\n".join(parts)
 
 
+def model_line(model: str | Path) -> str:
+    """One line naming the lesion model and its validation: the ``summary`` of the checkpoint's
+    JSON meta beside it (``resources/models/README.md`` has the details)."""
+    meta_path = Path(model).with_suffix(".json")
+    try:
+        summary = json.loads(meta_path.read_text()).get("summary", "no validation summary")
+    except (OSError, ValueError):
+        summary = "no metadata beside the weights"
+    return f"{Path(model).name}: {summary}"
+
+
 def _settings_section(config: dict[str, Any]) -> str:
-    rows = []
+    rows = [("Lesion model", model_line(config.get("model", "")))] if config.get("model") else []
     for key, label in (
         ("ggo", "GGO HU range [min, max)"),
         ("consolidation", "Consolidation HU range [min, max)"),

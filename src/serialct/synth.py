@@ -42,6 +42,7 @@ from serialct.phantom import (
     origin_for_shape,
     spacing_for_shape,
 )
+from serialct.shipped import PHANTOM_MODEL
 
 log = logging.getLogger("serialct")
 
@@ -393,6 +394,7 @@ def synth_cohort(
             }
         },
         "reference_histogram": str(reference),
+        "model": str(PHANTOM_MODEL),  # phantom lesions: the phantom-trained weights
     }
     thickness = spacing_for_shape(shape)[0]
     if thickness > cfg["series"]["max_slice_thickness_mm"]:

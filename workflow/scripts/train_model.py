@@ -2,7 +2,7 @@
 import sys
 
 sys.stderr = open(snakemake.log[0], "w")  # noqa: SIM115  first: everything goes to the log
-from serialct.lesion.train import train_from_config
+from serialct.lesion.train_cli import train_from_config
 from serialct.logs import setup
 
 setup()

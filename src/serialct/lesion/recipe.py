@@ -37,7 +37,7 @@ from serialct.errors import InputError
 from serialct.lesion.augment import Augment
 from serialct.lesion.data import IMAGES_SUBDIR, LABELS_SUBDIR
 from serialct.lesion.infer import load_model
-from serialct.lesion.loop import Source, fit
+from serialct.lesion.loop import Source, fit, sample_batch
 from serialct.lesion.net import CHECKPOINT_FORMAT, PREPROCESS, CovidLesionNet
 from serialct.lesion.slice_sets import (
     Sample,
@@ -58,9 +58,9 @@ FINETUNE_WEIGHTS: Final = {"expert": 0.35, "pseudo": 0.35, "normal": 0.2, "phant
 
 
 def _phantom_samples(rng: np.random.Generator, volumes: int, shape: tuple[int, int, int]):  # noqa: ANN202
-    from serialct.lesion.train import _draw_pool  # phantoms are training-only
+    from serialct.lesion.phantom_slices import draw_pool  # phantoms are training-only
 
-    hu, lesion, has_lung = _draw_pool(rng, volumes, shape)
+    hu, lesion, has_lung = draw_pool(rng, volumes, shape)
     return [
         Sample(
             hu=hu[i].astype(np.float32),
@@ -96,8 +96,8 @@ def slice_dice(
     """Per-slice lesion Dice of the ``segment-slices`` path (default config; ``window`` None:
     estimated per slice) against the truth."""
     from serialct.config import defaults
+    from serialct.lesion.scoring import dice
     from serialct.lesion.slices import segment_slice_array
-    from serialct.lesion.train import dice
 
     config = defaults()
     c, w = window if window is not None else (None, None)
@@ -132,7 +132,7 @@ def _meta(model: CovidLesionNet, args: argparse.Namespace, stage: str) -> dict[s
 
 
 def _save(path: Path, model: CovidLesionNet, meta: dict[str, Any]) -> None:
-    from serialct.lesion.train import save_checkpoint
+    from serialct.lesion.checkpoint import save_checkpoint
 
     save_checkpoint(Path(path), model, meta)
     log.info("saved %s: %s", path, meta["metrics"])
@@ -183,10 +183,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     normal_aug = Augment(window=False)
     pool = {"pseudo": pseudo_train, "normal": normal, "phantom": phantom, "expert": expert}
     augments = {"phantom": phantom_aug, "normal": normal_aug}
-    fit_kwargs = dict(batch_size=args.batch_size, crop=args.crop, rng=rng, device=device)
 
     sources = [Source(k, pool[k], w, augments.get(k, plain)) for k, w in PRETRAIN_WEIGHTS.items()]
-    fit(model, sources, steps=args.pretrain_steps, lr=args.lr, **fit_kwargs)  # type: ignore[arg-type]
+    fit(
+        model,
+        lambda: sample_batch(rng, sources, args.batch_size, args.crop),
+        steps=args.pretrain_steps,
+        lr=args.lr,
+        device=device,
+    )
 
     meta = _meta(
         model, args, "pretrain: pseudo-labelled (held-out patients kept out), normal, phantom"
@@ -213,7 +218,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     pool["pseudo"] = pseudo
     sources = [Source(k, pool[k], w, augments.get(k, plain)) for k, w in FINETUNE_WEIGHTS.items()]
-    fit(model, sources, steps=args.finetune_steps, lr=args.finetune_lr, **fit_kwargs)  # type: ignore[arg-type]
+    fit(
+        model,
+        lambda: sample_batch(rng, sources, args.batch_size, args.crop),
+        steps=args.finetune_steps,
+        lr=args.finetune_lr,
+        device=device,
+    )
     final = _meta(model, args, "fine-tune: all pseudo-labelled, expert, normal, phantom")
     final["threshold"] = threshold
     seen = slice_dice(model, final, expert_native)

@@ -15,6 +15,13 @@ The window maps the two anchors to :data:`REFERENCE_LUNG_HU` and :data:`REFERENC
 the HU the same anchors have in the MedSeg slices read with the window they were made with
 (C -400, W 1500; aerated lung then reads about -850 HU at its mode). So a slice of any source,
 with the window estimated, reads in the HU scale of the MedSeg slices.
+
+A narrow or low window clips soft tissue to white (C -700 W 1200 ends at -100 HU): when more
+than :data:`CLIPPED_TISSUE_SHARE` of the bright pixels sit at 255 the tissue anchor is not in
+the image, and the width falls back to :data:`FALLBACK_WIDTH_HU`, the middle of the usual lung
+windows (1200-1600), with the lung anchor alone placing it. The lesion net is trained with HU
+scaled by up to 18 % about the lung anchor (:mod:`serialct.lesion.augment`), which covers the
+error of that guess over the usual range.
 """
 
 from __future__ import annotations
@@ -34,6 +41,8 @@ HISTOGRAM_SMOOTH_BINS: Final = 2.0
 MEDSEG_WINDOW: Final = (-400.0, 1500.0)
 REFERENCE_LUNG_HU: Final = -962.0
 REFERENCE_TISSUE_HU: Final = 91.0
+CLIPPED_TISSUE_SHARE: Final = 1 / 3
+FALLBACK_WIDTH_HU: Final = 1400.0
 MIN_ANCHOR_GAP_PX: Final = 20  # anchors closer than this: no lung/tissue contrast to calibrate on
 PIXEL_LEVELS: Final = 256
 
@@ -43,8 +52,10 @@ def pixel_histogram(pixels: np.ndarray) -> np.ndarray:
     return np.bincount(np.asarray(pixels, dtype=np.uint8).ravel(), minlength=PIXEL_LEVELS)
 
 
-def window_anchors(hist: np.ndarray) -> tuple[float, float]:
-    """(aerated-lung pixel, soft-tissue pixel) of a 256-bin histogram; see the module docstring."""
+def window_anchors(hist: np.ndarray) -> tuple[float, float | None]:
+    """(aerated-lung pixel, soft-tissue pixel) of a 256-bin histogram; the tissue pixel is None
+    when the window clipped soft tissue to white. See the module docstring."""
+    clipped_white = float(np.asarray(hist, dtype=np.float64)[-1])
     h = np.asarray(hist, dtype=np.float64).copy()
     h[0] = h[-1] = 0.0
     if h.sum() <= 0:
@@ -59,6 +70,8 @@ def window_anchors(hist: np.ndarray) -> tuple[float, float]:
     if dark[-1] <= 0:
         raise InputError("window estimate: no dark (lung) pixels below the Otsu threshold")
     lung = float(np.searchsorted(dark, LUNG_QUANTILE * dark[-1]))
+    if clipped_white > CLIPPED_TISSUE_SHARE * (h[t:].sum() + clipped_white):
+        return lung, None
     tissue = float(t + int(np.argmax(s[t:])))
     return lung, tissue
 
@@ -69,6 +82,10 @@ def estimate_window(hist: np.ndarray) -> tuple[float, float]:
     InputError when the image shows no lung/tissue contrast (e.g. a slice without lung).
     """
     lung, tissue = window_anchors(hist)
+    if tissue is None:
+        hu_per_px = FALLBACK_WIDTH_HU / (PIXEL_LEVELS - 1)
+        low = REFERENCE_LUNG_HU - lung * hu_per_px
+        return low + FALLBACK_WIDTH_HU / 2, FALLBACK_WIDTH_HU
     if tissue - lung < MIN_ANCHOR_GAP_PX:
         raise InputError(
             f"window estimate: lung and soft-tissue anchors only {tissue - lung:.0f} pixel "
