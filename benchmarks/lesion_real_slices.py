@@ -1,7 +1,8 @@
 """Dice of COVID-Lesion Net on the 50 real MedSeg slices (windowed JPG + GT labels).
 
 Usage: python benchmarks/lesion_real_slices.py [--model PT] [--pixel-spacing MM|native]
-    [--window-center C] [--window-width W] [--data DIR]
+    [--window-center C --window-width W] [--data DIR]   (no window: estimated per image, as
+    segment-slices does by default)
 
 Prints per-slice lesion Dice (lesion = label > 0) mean/median, GGO and consolidation Dice (mean
 over slices whose truth has that class) and pooled Dice over all pixels. Uses exactly the
@@ -31,7 +32,9 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 if d == 0 else 2.0 * int((a & b).sum()) / d
 
 
-def evaluate(model_path: Path, data: Path, config: dict, center: float, width: float) -> dict:
+def evaluate(
+    model_path: Path, data: Path, config: dict, center: float | None, width: float | None
+) -> dict:
     """Per-slice and pooled Dice of every Imgs/*.jpg against GT/<stem>.png."""
     torch.set_num_threads(1)
     device = torch.device("cpu")
@@ -64,8 +67,8 @@ def main() -> None:
     ap.add_argument("--model", default=str(ROOT / "resources/models/covid_lesion_net.pt"))
     ap.add_argument("--data", default=str(DATA))
     ap.add_argument("--pixel-spacing", default=None, help="mm, or 'native' (default: config)")
-    ap.add_argument("--window-center", type=float, default=-600.0)
-    ap.add_argument("--window-width", type=float, default=1500.0)
+    ap.add_argument("--window-center", type=float, help="default: estimated per image")
+    ap.add_argument("--window-width", type=float, help="default: estimated per image")
     args = ap.parse_args()
     config = copy.deepcopy(defaults())
     config["device"] = "cpu"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from serialct import __version__
 from serialct.errors import InputError
-from serialct.lesion.train_args import add_train_arguments, parse_shape
+from serialct.lesion.train_args import add_recipe_arguments, add_train_arguments, parse_shape
 from serialct.logs import setup
 
 log = logging.getLogger("serialct")
@@ -58,6 +58,14 @@ def cmd_train(args: argparse.Namespace) -> None:
     from serialct.lesion.train_cli import run_train
 
     print(run_train(args)["metrics"])
+
+
+def cmd_train_real(args: argparse.Namespace) -> None:
+    from serialct.lesion.recipe import run
+
+    raw = args.raw_argv
+    args.argv = raw[raw.index("train-real") + 1 :]  # recorded in the checkpoint's command
+    print(run(args)["metrics"])
 
 
 def cmd_segment(args: argparse.Namespace) -> None:
@@ -161,6 +169,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_arguments(p)
     p.set_defaults(func=cmd_train)
 
+    p = sub.add_parser(
+        "train-real",
+        help="train the default lesion model: real pseudo-labelled and expert slices, normal "
+        "chests, phantoms (resources/models/README.md)",
+    )
+    add_recipe_arguments(p)
+    p.set_defaults(func=cmd_train_real)
+
     p = sub.add_parser("masks", help="lung (1 right, 2 left) and lobe masks of a ct.nii.gz")
     p.add_argument("ct")
     p.add_argument("lung_out")
@@ -219,6 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.raw_argv = list(sys.argv[1:] if argv is None else argv)
     setup(level=logging.DEBUG if args.verbose else logging.INFO)
     try:
         args.func(args)

@@ -48,6 +48,7 @@ from serialct.lesion.slice_sets import (
     volume_key,
 )
 from serialct.lesion.slices import list_slice_images, read_label_slice, read_slice
+from serialct.lesion.train_args import add_recipe_arguments
 
 log = logging.getLogger("serialct")
 
@@ -119,7 +120,7 @@ def _meta(model: CovidLesionNet, args: argparse.Namespace, stage: str) -> dict[s
         "slice_window": "estimated per slice (serialct.lesion.window)",
         "recipe": "serialct.lesion.recipe",
         "stage": stage,
-        "command": shlex.join(["python", "-m", "serialct.lesion.recipe", *args.argv]),
+        "command": shlex.join(["serialct", "train-real", *args.argv]),
         "torch": str(torch.__version__),
         "package_version": __version__,
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -239,48 +240,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m serialct.lesion.recipe", description=__doc__.splitlines()[0]
-    )
-    p.add_argument("--out", required=True, help="the fine-tuned (shipped) checkpoint")
-    p.add_argument("--external-out", required=True, help="the pretrained checkpoint")
-    p.add_argument("--pseudo", required=True, help="slice set with soft (0-255) lesion labels")
-    p.add_argument("--expert", required=True, help="slice set with 0/1 GGO/2 consolidation labels")
-    p.add_argument(
-        "--normal",
-        nargs=2,
-        action="append",
-        default=[],
-        metavar=("CT", "LUNG"),
-        help="lesion-free CT (HU, NIfTI) and its lung mask; repeatable",
-    )
-    p.add_argument("--val-patients", nargs="+", default=[], help="pseudo-label patients held out")
-    p.add_argument("--init", help="start from this checkpoint's weights")
-    p.add_argument("--pretrain-steps", type=int, default=3000)
-    p.add_argument("--finetune-steps", type=int, default=1000)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--finetune-lr", type=float, default=3e-4)
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument(
-        "--crop", type=int, default=176, help="training crop, pixels at the net's spacing"
-    )
-    p.add_argument("--base-channels", type=int, default=16)
-    p.add_argument(
-        "--shape",
-        type=lambda s: tuple(int(v) for v in s.split(",")),
-        default=(96, 256, 256),
-        help="phantom grid Z,Y,X; sets the net's pixel spacing (96,256,256: 1.41 mm)",
-    )
-    p.add_argument("--pool-volumes", type=int, default=20, help="phantoms drawn")
-    p.add_argument(
-        "--slice-spacing", type=float, default=0.7, help="assumed mm per slice-image pixel"
-    )
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=2)
+    p = argparse.ArgumentParser(prog="serialct train-real", description=__doc__.splitlines()[0])
+    add_recipe_arguments(p)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """``serialct train-real`` / ``python -m serialct.lesion.recipe``."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     args.argv = argv

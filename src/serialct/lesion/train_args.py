@@ -99,3 +99,42 @@ def train_input_files(train_config: dict[str, Any]) -> list[str]:
     files = [str(Path(d) / sub) for d in train_config["real_slices"] for sub in ("Imgs", "GT")]
     files += [str(f) for pair in train_config["volumes"] for f in pair]
     return files + ([str(train_config["init"])] if train_config["init"] else [])
+
+
+def add_recipe_arguments(p: argparse.ArgumentParser) -> None:
+    """The ``serialct train-real`` flags (:mod:`serialct.lesion.recipe`)."""
+    p.add_argument("--out", required=True, help="the fine-tuned (default) checkpoint")
+    p.add_argument("--external-out", required=True, help="the pretrained checkpoint")
+    p.add_argument("--pseudo", required=True, help="slice set with soft (0-255) lesion labels")
+    p.add_argument("--expert", required=True, help="slice set with 0/1 GGO/2 consolidation labels")
+    p.add_argument(
+        "--normal",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("CT", "LUNG"),
+        help="lesion-free CT (HU, NIfTI) and its lung mask (serialct convert, serialct masks); "
+        "repeatable",
+    )
+    p.add_argument("--val-patients", nargs="+", default=[], help="pseudo-label patients held out")
+    p.add_argument("--init", help="start from this checkpoint's weights")
+    p.add_argument("--pretrain-steps", type=int, default=5000)
+    p.add_argument("--finetune-steps", type=int, default=2000)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--finetune-lr", type=float, default=3e-4)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--crop", type=int, default=176, help="training crop, pixels at the net's grid")
+    p.add_argument("--base-channels", type=int, default=16)
+    p.add_argument(
+        "--shape",
+        type=parse_shape,
+        default=(96, 256, 256),
+        metavar="Z,Y,X",
+        help="phantom grid; sets the net's pixel spacing (96,256,256: 1.41 mm)",
+    )
+    p.add_argument("--pool-volumes", type=int, default=20, help="phantoms drawn")
+    p.add_argument(
+        "--slice-spacing", type=float, default=0.7, help="assumed mm per slice-image pixel"
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2)
