@@ -183,34 +183,38 @@ def test_checkpoint_flip_average_is_mirror_symmetric() -> None:
 
 MODELS = Path(__file__).resolve().parents[1] / "resources" / "models"
 MEDSEG = Path(__file__).resolve().parents[2] / "shared" / "data" / "real" / "medseg-covid-2d-train"
+# Measured when the weights were shipped, less 0.005 (CPU float differences).
+PRETRAIN_EXPERT_DICE = 0.52  # measured 0.5278
+DEFAULT_EXPERT_DICE = 0.66  # measured 0.6659 (seen in training)
 
 
-@pytest.mark.skipif(not (MEDSEG / "Imgs").is_dir(), reason="MedSeg slices not in ../shared")
-def test_shipped_medseg_model_on_its_real_slices(tmp_path: Path) -> None:
-    """The shipped MedSeg checkpoint through ``serialct segment-slices``: its meta is
-    consistent (JSON copy, training grid -> spacing) and on the 50 slices it was trained on the
-    mean per-slice lesion Dice stays at the value measured when it was shipped (0.777; held-out
-    k-fold numbers are in resources/models/README.md, not re-run here)."""
+@pytest.mark.parametrize(
+    ("name", "floor"),
+    [
+        ("covid_lesion_net_pretrain.pt", PRETRAIN_EXPERT_DICE),  # never saw these slices
+        ("covid_lesion_net.pt", DEFAULT_EXPERT_DICE),  # fine-tuned on them
+    ],
+)
+def test_shipped_models_on_the_expert_slices(tmp_path: Path, name: str, floor: float) -> None:
+    """The shipped checkpoints through ``serialct segment-slices`` with its default settings
+    (window estimated per image) on the 50 MedSeg slices: the meta's JSON copy is exact and the
+    mean per-slice lesion Dice stays at the value measured when they were shipped
+    (resources/models/README.md)."""
     import json
 
     from serialct.cli import main
     from serialct.lesion.infer import load_model
     from serialct.lesion.scoring import dice
-    from serialct.phantom import spacing_for_shape
 
-    ckpt = MODELS / "covid_lesion_net_medseg.pt"
+    ckpt = MODELS / name
     _, meta = load_model(ckpt, torch.device("cpu"))
     assert json.loads(ckpt.with_suffix(".json").read_text()) == meta
-    assert meta["train_pixel_spacing_mm"] == list(spacing_for_shape(meta["train_shape"])[1:])
-    assert meta["command"].startswith(f"serialct train --out {ckpt.relative_to(MODELS.parents[1])}")
-    argv = ["segment-slices", str(MEDSEG / "Imgs"), str(tmp_path), "--model", str(ckpt)]
-    assert (
-        main([*argv, "--device", "cpu", "--window-center", "-400", "--window-width", "1500"]) == 0
-    )
+    assert main(["segment-slices", str(MEDSEG / "Imgs"), str(tmp_path), "--model", str(ckpt),
+                 "--device", "cpu"]) == 0  # fmt: skip
     dices = []
     for truth_png in sorted((MEDSEG / "GT").glob("*.png")):
         truth = read_label_slice(truth_png) > 0
         pred = read_label_slice(tmp_path / truth_png.name) > 0
         dices.append(dice(pred, truth))
     assert len(dices) == 50
-    assert np.mean(dices) >= 0.77
+    assert np.mean(dices) >= floor

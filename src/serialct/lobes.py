@@ -51,6 +51,7 @@ from scipy import ndimage as ndi
 
 from serialct.constants import LOBE_LABELS, LUNG_LEFT, LUNG_RIGHT, MM3_PER_CM3
 from serialct.errors import InputError
+from serialct.orientation import back_to_grid, to_work
 
 log = logging.getLogger("serialct")
 
@@ -59,7 +60,6 @@ OBLIQUE_ANTERIOR_HEIGHT: Final = 0.06  # ... and at its front (just above the di
 HORIZONTAL_HEIGHT: Final = 0.52  # right horizontal fissure (level)
 COORDINATE_DECIMALS: Final = 3  # physical coordinates rounded to 1 um before sorting
 USER_LOBES_SUFFIXES: Final = (".nii.gz", ".nii", ".nrrd", ".mha")
-WORK_ORIENTATION: Final = "LPS"  # array (z, y, x) = (inferior->superior, ant->post, R->L)
 
 # Fissure search (thin-section CT only; see _fissure_shift)
 FISSURE_MAX_VOXEL_MM: Final = 1.5  # coarser voxels: no fissure search, the planes alone
@@ -82,15 +82,11 @@ def segment_lobes(ct: sitk.Image, lung: sitk.Image) -> sitk.Image:
             f"lung mask: size {lung.GetSize()} differs from the CT's {ct.GetSize()}; "
             "rerun the lung mask for this scan"
         )
-    oriented = sitk.DICOMOrient(lung, WORK_ORIENTATION)
+    oriented = to_work(lung)
     labels = sitk.GetArrayViewFromImage(oriented)
     spacing = tuple(float(v) for v in oriented.GetSpacing()[::-1])  # (z, y, x)
     # thick voxels: fissures are not visible, the planes alone
-    hu = (
-        sitk.GetArrayFromImage(sitk.DICOMOrient(ct, WORK_ORIENTATION))
-        if max(spacing) <= FISSURE_MAX_VOXEL_MM
-        else None
-    )
+    hu = sitk.GetArrayFromImage(to_work(ct)) if max(spacing) <= FISSURE_MAX_VOXEL_MM else None
     lobes = np.zeros(labels.shape, dtype=np.uint8)
     sides = (
         (LUNG_RIGHT, LOBE_LABELS["rul"], LOBE_LABELS["rml"], LOBE_LABELS["rll"]),
@@ -138,12 +134,7 @@ def segment_lobes(ct: sitk.Image, lung: sitk.Image) -> sitk.Image:
             else "fissures " + "/".join("found" if f else "not found: planes" for f in found),
             ", ".join(f"{k} {v:.1f} cm3" for k, v in counts.items()),
         )
-    image = sitk.GetImageFromArray(lobes)
-    image.CopyInformation(oriented)
-    code = sitk.DICOMOrientImageFilter.GetOrientationFromDirectionCosines(lung.GetDirection())
-    image = sitk.DICOMOrient(image, code)
-    image.CopyInformation(lung)
-    return image
+    return back_to_grid(lobes, oriented, lung)
 
 
 def _fissure_shift(

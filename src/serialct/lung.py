@@ -69,10 +69,10 @@ from scipy import ndimage as ndi
 from scipy.spatial import ConvexHull, QhullError
 
 from serialct.constants import LUNG_BACKGROUND, LUNG_LEFT, LUNG_RIGHT, MM3_PER_CM3
+from serialct.orientation import back_to_grid, to_work
 
 log = logging.getLogger("serialct")
 
-WORK_ORIENTATION = "LPS"  # array (z, y, x) = (inferior->superior, anterior->posterior, R->L)
 
 # trachea seed: a round air component near the body's centre in the top slices
 TRACHEA_SEARCH_MM = 40.0
@@ -119,7 +119,7 @@ _SLICE_2D[1] = ndi.generate_binary_structure(2, 1)  # in-plane connectivity only
 def segment_lungs(ct: sitk.Image, lung_cfg: dict[str, Any]) -> sitk.Image:
     """uint8 lung labels on the CT's grid: 0 background, LUNG_RIGHT, LUNG_LEFT."""
     threshold = float(lung_cfg["threshold_hu"])
-    oriented = sitk.DICOMOrient(ct, WORK_ORIENTATION)
+    oriented = to_work(ct)
     spacing = tuple(float(s) for s in oriented.GetSpacing()[::-1])  # (z, y, x)
     factors = _shrink_factors(oriented.GetSize()[::-1], spacing, float(lung_cfg["grid_mm"]))
     if all(f == 1 for f in factors):
@@ -141,7 +141,7 @@ def segment_lungs(ct: sitk.Image, lung_cfg: dict[str, Any]) -> sitk.Image:
         "x".join(map(str, factors)),
         "x".join(f"{s:.2f}" for s in spacing),
     )
-    return _back_to_grid(labels, oriented, ct)
+    return back_to_grid(labels, oriented, ct)
 
 
 def _shrink_factors(
@@ -446,16 +446,6 @@ def lung_qc(lung: sitk.Image, config_lung: dict[str, Any]) -> list[str]:
     for reason in reasons:
         log.warning("lung QC: %s", reason)
     return reasons
-
-
-def _back_to_grid(labels: np.ndarray, oriented: sitk.Image, ct: sitk.Image) -> sitk.Image:
-    """Labels computed on the LPS-oriented grid, returned on the CT's own grid."""
-    image = sitk.GetImageFromArray(labels)
-    image.CopyInformation(oriented)
-    code = sitk.DICOMOrientImageFilter.GetOrientationFromDirectionCosines(ct.GetDirection())
-    image = sitk.DICOMOrient(image, code)
-    image.CopyInformation(ct)
-    return image
 
 
 def _largest_component(mask: np.ndarray) -> np.ndarray:

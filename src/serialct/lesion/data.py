@@ -115,10 +115,9 @@ def load_slice_set(
     return out
 
 
-def load_volume_pair(
-    image_path: Path, label_path: Path, train_spacing_mm: tuple[float, float]
-) -> SliceSet:
-    """Axial slices of a CT (HU) + label volume pair, resampled in-plane to the training spacing."""
+def read_volume_pair(image_path: Path, label_path: Path) -> tuple[sitk.Image, sitk.Image]:
+    """A CT (float32 HU) and a label image (uint8) of the same size; the label takes the CT's
+    geometry. InputError when either cannot be read or the sizes differ."""
     try:
         ct = sitk.ReadImage(str(image_path), sitk.sitkFloat32)
         lab = sitk.ReadImage(str(label_path), sitk.sitkUInt8)
@@ -126,11 +125,26 @@ def load_volume_pair(
         raise InputError(f"{image_path} / {label_path}: cannot read ({exc})") from exc
     if ct.GetSize() != lab.GetSize():
         raise InputError(f"{label_path}: size {lab.GetSize()} differs from {image_path}")
-    ref = _inplane_geometry(ct, train_spacing_mm)
-    hu = sitk.GetArrayFromImage(
-        _resample(_antialias(ct, np.array(ref.GetSpacing())), ref, sitk.sitkLinear, HU_MIN_STORED)
-    )
     lab.CopyInformation(ct)
+    return ct, lab
+
+
+def inplane_hu(
+    ct: sitk.Image, train_spacing_mm: tuple[float, float]
+) -> tuple[sitk.Image, np.ndarray]:
+    """(reference grid, HU array) of ``ct`` resampled in-plane to the training spacing, as
+    :func:`serialct.lesion.infer.segment_lesions` does."""
+    ref = _inplane_geometry(ct, train_spacing_mm)
+    smooth = _antialias(ct, np.array(ref.GetSpacing()))
+    return ref, sitk.GetArrayFromImage(_resample(smooth, ref, sitk.sitkLinear, HU_MIN_STORED))
+
+
+def load_volume_pair(
+    image_path: Path, label_path: Path, train_spacing_mm: tuple[float, float]
+) -> SliceSet:
+    """Axial slices of a CT (HU) + label volume pair, resampled in-plane to the training spacing."""
+    ct, lab = read_volume_pair(image_path, label_path)
+    ref, hu = inplane_hu(ct, train_spacing_mm)
     lesion = sitk.GetArrayFromImage(_resample(lab, ref, sitk.sitkNearestNeighbor, 0)) > 0
     out = SliceSet()
     for z in range(hu.shape[0]):

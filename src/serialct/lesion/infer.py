@@ -28,13 +28,13 @@ from serialct.lesion.net import (
     pad_to_multiple,
     preprocess,
 )
+from serialct.orientation import back_to_grid, to_work
 
 log = logging.getLogger("serialct")
 
 LESION_PROBABILITY_THRESHOLD: Final = 0.5
 SPACING_TOLERANCE: Final = 0.01  # relative; closer than this, slices are used as they are
 THICK_SLICE_FACTOR: Final = 1.5  # CT slices this much thicker than the training phantoms': warn
-WORK_ORIENTATION: Final = "LPS"  # array (z, y, x) = (inferior->superior, ant->post, R->L)
 HOW_TO_GET_WEIGHTS: Final = (
     "train weights with `serialct train --out FILE.pt` or point config key `model` at the "
     "shipped resources/models/covid_lesion_net.pt"
@@ -226,22 +226,16 @@ def segment_lesions(
 ) -> sitk.Image:
     """Lesion labels (uint8, CT geometry): 0, 1 GGO, 2 consolidation, 3 other; only inside lung.
 
-    The CT is turned to :data:`WORK_ORIENTATION` first (axial slices, as the lung and lobe steps
-    do) and the labels are turned back, so the answer does not depend on how the scan's rows,
-    columns and slices are stored. ``config`` is the validated workflow config (keys ``device``,
-    ``hu``, ``lesion``).
+    The CT is turned to the work orientation first (:mod:`serialct.orientation`: axial slices,
+    as the lung and lobe steps do) and the labels are turned back, so the answer does not depend
+    on how the scan's rows, columns and slices are stored. ``config`` is the validated workflow
+    config (keys ``device``, ``hu``, ``lesion``).
     """
     if ct.GetSize() != lung.GetSize():
         raise InputError(f"lung mask size {lung.GetSize()} does not match CT size {ct.GetSize()}")
-    oriented = sitk.DICOMOrient(ct, WORK_ORIENTATION)
-    lung_oriented = sitk.DICOMOrient(lung, WORK_ORIENTATION)
-    labels = _segment_oriented(oriented, lung_oriented, Path(model_path), config)
-    out = sitk.GetImageFromArray(labels)
-    out.CopyInformation(oriented)
-    code = sitk.DICOMOrientImageFilter.GetOrientationFromDirectionCosines(ct.GetDirection())
-    out = sitk.DICOMOrient(out, code)
-    out.CopyInformation(ct)
-    return out
+    oriented = to_work(ct)
+    labels = _segment_oriented(oriented, to_work(lung), Path(model_path), config)
+    return back_to_grid(labels, oriented, ct)
 
 
 def _segment_oriented(

@@ -127,6 +127,7 @@ def _meta(model: CovidLesionNet, args: argparse.Namespace, stage: str) -> dict[s
         "seed": args.seed,
         "batch_size": args.batch_size,
         "crop": args.crop,
+        "finetune_crop": finetune_crop(args),
         "loss": "ce_dice_slice",
         "metrics": {},
     }
@@ -139,61 +140,74 @@ def _save(path: Path, model: CovidLesionNet, meta: dict[str, Any]) -> None:
     log.info("saved %s: %s", path, meta["metrics"])
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    """Both stages (module docstring); returns the shipped model's meta."""
+def load_pools(args: argparse.Namespace, rng: np.random.Generator) -> dict[str, list[Sample]]:
+    """Every training slice the flags name, by kind: pseudo, expert, normal, phantom."""
     from serialct.phantom import spacing_for_shape
 
-    torch.set_num_threads(max(int(args.threads), 1))
-    torch.manual_seed(args.seed)
-    rng = np.random.default_rng(args.seed)
-    device = torch.device("cpu")
     train_sp = tuple(float(s) for s in spacing_for_shape(tuple(args.shape))[1:])
-    t0 = time.monotonic()
-    pseudo = load_windowed_set(
-        Path(args.pseudo), soft=True, slice_spacing_mm=args.slice_spacing, train_spacing_mm=train_sp
-    )
-    expert = load_windowed_set(
-        Path(args.expert),
-        soft=False,
-        slice_spacing_mm=args.slice_spacing,
-        train_spacing_mm=train_sp,
-    )
-    normal = [
-        s for ct, lung in args.normal for s in load_normal_volume(Path(ct), Path(lung), train_sp)
-    ]
-    phantom = _phantom_samples(rng, args.pool_volumes, tuple(args.shape))
-    held = set(args.val_patients)
-    pseudo_train, pseudo_val = split_by_patient(pseudo, held)
-    log.info(
-        "slices: pseudo %d train / %d held out (%d patients), expert %d, normal %d, phantom %d "
-        "(%.0f s)",
-        len(pseudo_train),
-        len(pseudo_val),
-        len(held),
-        len(expert),
-        len(normal),
-        len(phantom),
-        time.monotonic() - t0,
-    )
-    model = CovidLesionNet(base_channels=args.base_channels)
-    if args.init:
-        init_model, _ = load_model(Path(args.init), device)
-        model.load_state_dict(init_model.state_dict())
-    plain = Augment()
-    phantom_aug = Augment(window=False)
-    normal_aug = Augment(window=False)
-    pool = {"pseudo": pseudo_train, "normal": normal, "phantom": phantom, "expert": expert}
-    augments = {"phantom": phantom_aug, "normal": normal_aug}
+    kw = {"slice_spacing_mm": args.slice_spacing, "train_spacing_mm": train_sp}
+    return {
+        "pseudo": load_windowed_set(Path(args.pseudo), soft=True, **kw),  # type: ignore[arg-type]
+        "expert": load_windowed_set(Path(args.expert), soft=False, **kw),  # type: ignore[arg-type]
+        "normal": [
+            s
+            for ct, lung in args.normal
+            for s in load_normal_volume(Path(ct), Path(lung), train_sp)  # type: ignore[arg-type]
+        ],
+        "phantom": _phantom_samples(rng, args.pool_volumes, tuple(args.shape)),
+    }
 
-    sources = [Source(k, pool[k], w, augments.get(k, plain)) for k, w in PRETRAIN_WEIGHTS.items()]
+
+def train_stage(
+    model: CovidLesionNet,
+    pools: dict[str, list[Sample]],
+    weights: dict[str, float],
+    *,
+    steps: int,
+    lr: float,
+    crop: int,
+    args: argparse.Namespace,
+    rng: np.random.Generator,
+) -> None:
+    """``steps`` Adam steps on batches drawn from ``pools`` with ``weights`` (phantoms and
+    normal chests are true HU: no window augmentation)."""
+    sources = [
+        Source(k, pools[k], w, Augment(window=k not in ("phantom", "normal")))
+        for k, w in weights.items()
+    ]
     fit(
         model,
-        lambda: sample_batch(rng, sources, args.batch_size, args.crop),
-        steps=args.pretrain_steps,
-        lr=args.lr,
-        device=device,
+        lambda: sample_batch(rng, sources, args.batch_size, crop),
+        steps=steps,
+        lr=lr,
+        device=torch.device("cpu"),
     )
 
+
+def finetune_weights(args: argparse.Namespace) -> dict[str, float]:
+    """The fine-tuning stage's batch shares: ``--finetune-weights`` or FINETUNE_WEIGHTS."""
+    return getattr(args, "finetune_weights", None) or dict(FINETUNE_WEIGHTS)
+
+
+def finetune_crop(args: argparse.Namespace) -> int:
+    """The fine-tuning stage's crop: ``--finetune-crop`` or ``--crop``."""
+    return int(getattr(args, "finetune_crop", None) or args.crop)
+
+
+def start_model(args: argparse.Namespace) -> CovidLesionNet:
+    """A fresh net, with ``--init``'s weights when given."""
+    model = CovidLesionNet(base_channels=args.base_channels)
+    if args.init:
+        init_model, _ = load_model(Path(args.init), torch.device("cpu"))
+        model.load_state_dict(init_model.state_dict())
+    return model
+
+
+def pretrain_report(
+    model: CovidLesionNet, args: argparse.Namespace, held: set[str]
+) -> dict[str, Any]:
+    """Meta of the pretrained model: the threshold chosen on the held-out pseudo-label patients,
+    and the expert slices (never trained on) as an external test."""
     meta = _meta(
         model, args, "pretrain: pseudo-labelled (held-out patients kept out), normal, phantom"
     )
@@ -203,8 +217,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         meta["threshold"] = t
         by_threshold[t] = float(np.mean(slice_dice(model, meta, val_slices)))
         log.info("threshold %.2f: held-out pseudo-label patients Dice %.4f", t, by_threshold[t])
-    threshold = max(by_threshold, key=lambda t: by_threshold[t])
-    meta["threshold"] = threshold
+    meta["threshold"] = max(by_threshold, key=lambda t: by_threshold[t])
     expert_native = native_slices(Path(args.expert), None)
     ext = slice_dice(model, meta, expert_native)
     ext_known = slice_dice(model, meta, expert_native, window=(-400.0, 1500.0))
@@ -214,21 +227,53 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "external_expert_dice_mean": round(float(np.mean(ext)), 4),
         "external_expert_dice_known_window": round(float(np.mean(ext_known)), 4),
     }
-    meta["train_seconds"] = round(time.monotonic() - t0, 1)
-    _save(Path(args.external_out), model, meta)
+    return meta
 
-    pool["pseudo"] = pseudo
-    sources = [Source(k, pool[k], w, augments.get(k, plain)) for k, w in FINETUNE_WEIGHTS.items()]
-    fit(
-        model,
-        lambda: sample_batch(rng, sources, args.batch_size, args.crop),
-        steps=args.finetune_steps,
-        lr=args.finetune_lr,
-        device=device,
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Both stages (module docstring); returns the shipped model's meta."""
+    torch.set_num_threads(max(int(args.threads), 1))
+    torch.manual_seed(args.seed)
+    rng = np.random.default_rng(args.seed)
+    t0 = time.monotonic()
+    pools = load_pools(args, rng)
+    held = set(args.val_patients)
+    pseudo_train, pseudo_val = split_by_patient(pools["pseudo"], held)
+    log.info(
+        "slices: pseudo %d train / %d held out (%d patients), expert %d, normal %d, phantom %d "
+        "(%.0f s)",
+        len(pseudo_train),
+        len(pseudo_val),
+        len(held),
+        len(pools["expert"]),
+        len(pools["normal"]),
+        len(pools["phantom"]),
+        time.monotonic() - t0,
     )
+    stage = dict(args=args, rng=rng)
+    if args.pretrained:
+        model, meta = load_model(Path(args.pretrained), torch.device("cpu"))
+        threshold = float(meta["threshold"])
+        log.info("pretraining skipped: fine-tuning %s (threshold %.2f)", args.pretrained, threshold)
+    else:
+        if not args.external_out:
+            raise InputError("train-real: --external-out is needed unless --pretrained is given")
+        model = start_model(args)
+        pretrain_pools = {**pools, "pseudo": pseudo_train}
+        train_stage(model, pretrain_pools, PRETRAIN_WEIGHTS, steps=args.pretrain_steps,
+                    lr=args.lr, crop=args.crop, **stage)  # type: ignore[arg-type]  # fmt: skip
+        meta = pretrain_report(model, args, held)
+        threshold = meta["threshold"]
+        meta["train_seconds"] = round(time.monotonic() - t0, 1)
+        _save(Path(args.external_out), model, meta)
+
+    weights = finetune_weights(args)
+    train_stage(model, pools, weights, steps=args.finetune_steps, lr=args.finetune_lr,
+                crop=finetune_crop(args), **stage)  # type: ignore[arg-type]  # fmt: skip
     final = _meta(model, args, "fine-tune: all pseudo-labelled, expert, normal, phantom")
     final["threshold"] = threshold
-    seen = slice_dice(model, final, expert_native)
+    final["finetune_weights"] = weights
+    seen = slice_dice(model, final, native_slices(Path(args.expert), None))
     final["metrics"] = {
         "threshold_from": "pretrain stage, held-out pseudo-label patients",
         "pretrain": meta["metrics"],

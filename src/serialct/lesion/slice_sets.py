@@ -24,10 +24,14 @@ from typing import Final
 import numpy as np
 import SimpleITK as sitk
 
-from serialct.constants import HU_MIN_STORED
 from serialct.errors import InputError
-from serialct.lesion.data import IMAGES_SUBDIR, LABELS_SUBDIR, resample_slice
-from serialct.lesion.infer import _antialias, _inplane_geometry, _resample
+from serialct.lesion.data import (
+    IMAGES_SUBDIR,
+    LABELS_SUBDIR,
+    inplane_hu,
+    read_volume_pair,
+    resample_slice,
+)
 from serialct.lesion.slices import list_slice_images, read_label_slice, read_slice, window_to_hu
 from serialct.lesion.window import estimate_window, pixel_histogram
 
@@ -111,17 +115,8 @@ def load_normal_volume(
 ) -> list[Sample]:
     """Slices with lung of a lesion-free CT (HU) + lung mask pair, resampled in-plane to the
     training spacing; targets are all zero."""
-    try:
-        ct = sitk.ReadImage(str(ct_path), sitk.sitkFloat32)
-        lung = sitk.ReadImage(str(lung_path), sitk.sitkUInt8)
-    except RuntimeError as exc:
-        raise InputError(f"{ct_path} / {lung_path}: cannot read ({exc})") from exc
-    if ct.GetSize() != lung.GetSize():
-        raise InputError(f"{lung_path}: size {lung.GetSize()} differs from {ct_path}")
-    ref = _inplane_geometry(ct, train_spacing_mm)
-    hu = sitk.GetArrayFromImage(
-        _resample(_antialias(ct, np.array(ref.GetSpacing())), ref, sitk.sitkLinear, HU_MIN_STORED)
-    )
+    ct, lung = read_volume_pair(ct_path, lung_path)
+    _, hu = inplane_hu(ct, train_spacing_mm)
     has_lung = sitk.GetArrayFromImage(lung).any(axis=(1, 2))
     patient = Path(ct_path).name.split(".")[0]
     return [

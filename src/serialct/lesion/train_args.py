@@ -101,10 +101,28 @@ def train_input_files(train_config: dict[str, Any]) -> list[str]:
     return files + ([str(train_config["init"])] if train_config["init"] else [])
 
 
+def parse_weights(text: str) -> dict[str, float]:
+    """``"expert=0.5,normal=0.3"`` -> ``{"expert": 0.5, "normal": 0.3}``."""
+    try:
+        pairs = [item.split("=") for item in text.split(",")]
+        weights = {k.strip(): float(v) for k, v in pairs}
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"want KIND=WEIGHT,..., got {text!r}") from exc
+    unknown = set(weights) - {"expert", "pseudo", "normal", "phantom"}
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown kinds {sorted(unknown)} in {text!r}")
+    return weights
+
+
 def add_recipe_arguments(p: argparse.ArgumentParser) -> None:
     """The ``serialct train-real`` flags (:mod:`serialct.lesion.recipe`)."""
     p.add_argument("--out", required=True, help="the fine-tuned (default) checkpoint")
-    p.add_argument("--external-out", required=True, help="the pretrained checkpoint")
+    p.add_argument("--external-out", help="the pretrained checkpoint (needed unless --pretrained)")
+    p.add_argument(
+        "--pretrained",
+        help="skip the pretraining stage: fine-tune this --external-out checkpoint of an earlier "
+        "run (its threshold and metrics are kept)",
+    )
     p.add_argument("--pseudo", required=True, help="slice set with soft (0-255) lesion labels")
     p.add_argument("--expert", required=True, help="slice set with 0/1 GGO/2 consolidation labels")
     p.add_argument(
@@ -124,6 +142,9 @@ def add_recipe_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--finetune-lr", type=float, default=3e-4)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--crop", type=int, default=176, help="training crop, pixels at the net's grid")
+    p.add_argument(
+        "--finetune-crop", type=int, help="crop of the fine-tuning stage (default --crop)"
+    )
     p.add_argument("--base-channels", type=int, default=16)
     p.add_argument(
         "--shape",
@@ -135,6 +156,14 @@ def add_recipe_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pool-volumes", type=int, default=20, help="phantoms drawn")
     p.add_argument(
         "--slice-spacing", type=float, default=0.7, help="assumed mm per slice-image pixel"
+    )
+    p.add_argument(
+        "--finetune-weights",
+        type=parse_weights,
+        default=None,
+        metavar="KIND=W,...",
+        help="batch shares of the fine-tuning stage (expert, pseudo, normal, phantom); default "
+        "serialct.lesion.recipe.FINETUNE_WEIGHTS",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
