@@ -193,13 +193,24 @@ def test_selection_rule_is_configurable(tmp_path):
 
 @needs_real
 def test_real_samples_each_converted_or_refused_with_reason(tmp_path):
+    """Every real DICOM sample in ../shared becomes a scan or is refused with its reason."""
     scans = write_index(REAL_DATA, "R", tmp_path / "R.tsv", tmp_path / "R")
-    assert scans[["patient_id", "scan_id", "n_files"]].values.tolist() == [["99000", "20030417", 3]]
-    table = _table(tmp_path / "R.series.tsv").set_index("n_files")
-    assert table.at["28", "reason"] == "gantry tilt 18.5 deg: not supported"  # GE head
+    assert scans[["patient_id", "scan_id", "n_files"]].values.tolist() == [
+        ["123456", "20060101", 79],  # CIP, GE 4 mm
+        ["99000", "20030417", 3],  # GE lung bases
+        ["Lung_Dx-A0001", "20070404", 64],  # Philips 5 mm: one of its two kernels
+    ]
+    table = _table(tmp_path / "R.series.tsv")
+    reasons = table.groupby("n_files")["reason"].apply(list).to_dict()
+    assert reasons["28"] == ["gantry tilt 18.5 deg: not supported"]  # GE head
     for n in ("2", "20"):  # lungmask slices and Siemens J2K: PatientID blank
-        assert table.at[n, "reason"].startswith("tag PatientID is blank")
-    assert len(table) == 4  # medseg JPGs are no DICOM: no series
+        assert reasons[n][0].startswith("tag PatientID is blank")
+    assert reasons["30"] == ["slice thickness 8 mm outside [0.5, 5] mm (config series)"] * 2
+    assert sorted(r.split(":")[0] for r in reasons["64"]) == [
+        "chosen of 2 candidate(s)",
+        "not chosen",
+    ]
+    assert len(table) == 9  # medseg / pseudo-label JPGs are no DICOM: no series
 
 
 @needs_real
