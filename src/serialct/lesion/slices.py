@@ -1,7 +1,8 @@
 """Lesions of 2D windowed slice images (PNG/JPG): ``serialct segment-slices``.
 
 Each 8-bit image is turned back into approximate HU through its display window
-(``hu = center - width/2 + pixel/255 * width``), predicted by the same COVID-Lesion Net as the
+(``hu = center - width/2 + pixel/255 * width``; by default the window is estimated from the
+image's own histogram, :mod:`serialct.lesion.window`), predicted by the same COVID-Lesion Net as the
 volume path (whole image, no lung mask: the images are cropped slices without one), and the lesion
 pixels are split into GGO and consolidation by the same HU rule
 (:func:`serialct.lesion.density.split_by_density`, ``config["hu"]``). The mask PNG has only the
