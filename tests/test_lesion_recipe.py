@@ -106,8 +106,9 @@ def test_train_real_smoke(tmp_path: Path) -> None:
     argv = ["train-real", "--out", str(out), "--external-out", str(ext),
             "--pseudo", str(tmp_path / "pseudo"), "--expert", str(tmp_path / "expert"),
             "--val-patients", "volB", "--pretrain-steps", "2", "--finetune-steps", "2",
-            "--batch-size", "2", "--crop", "32", "--base-channels", "4", "--shape", "16,64,64",
-            "--pool-volumes", "1", "--threads", "1"]  # fmt: skip
+            "--batch-size", "2", "--crop", "32", "--finetune-crop", "32",
+            "--base-channels", "4", "--shape", "16,64,64", "--pool-volumes", "1",
+            "--threads", "1"]  # fmt: skip
     assert serialct(argv) == 0
     for path in (ext, out):
         _, meta = load_model(path, torch.device("cpu"))

@@ -139,12 +139,10 @@ def add_recipe_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pretrain-steps", type=int, default=5000)
     p.add_argument("--finetune-steps", type=int, default=2000)
     p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--finetune-lr", type=float, default=3e-4)
+    p.add_argument("--finetune-lr", type=float, default=5e-4)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--crop", type=int, default=176, help="training crop, pixels at the net's grid")
-    p.add_argument(
-        "--finetune-crop", type=int, help="crop of the fine-tuning stage (default --crop)"
-    )
+    p.add_argument("--finetune-crop", type=int, default=192, help="crop of the fine-tuning stage")
     p.add_argument("--base-channels", type=int, default=16)
     p.add_argument(
         "--shape",
