@@ -10,10 +10,11 @@ import pytest
 import SimpleITK as sitk
 from lung_phantom import LUNG_SEMI, flipped, make_chest
 
-import serialct.lung as lung_module
+import serialct.lung.floor as floor_module
 from serialct.config import defaults
 from serialct.constants import LUNG_LEFT, LUNG_RIGHT, MM3_PER_CM3
-from serialct.lung import _dome, lung_qc, lung_volume_cm3, segment_lungs
+from serialct.lung import lung_qc, lung_volume_cm3, segment_lungs
+from serialct.lung.floor import fit_dome
 from serialct.phantom import draw_phantom, origin_for_shape
 
 REAL = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "real"
@@ -298,7 +299,7 @@ def test_wall_columns_of_a_lined_recess_are_filled(lung_cfg, monkeypatch):
     ph = draw_phantom(np.random.default_rng(10), (96, 192, 192), 40.0, 0.5)
     image = _phantom_image(ph)
     with_rule = sitk.GetArrayFromImage(segment_lungs(image, lung_cfg)) > 0
-    monkeypatch.setattr(lung_module, "FLOOR_NEIGHBOUR_MM", 0.0)
+    monkeypatch.setattr(floor_module, "FLOOR_NEIGHBOUR_MM", 0.0)
     without = sitk.GetArrayFromImage(segment_lungs(image, lung_cfg)) > 0
     added = with_rule & ~without
     assert not (without & ~with_rule).any()
@@ -331,7 +332,7 @@ def test_dome_is_a_low_quantile_fit():
     true_mm = 20.0 + 40.0 * (1 - r2)
     heart = inside & (x < 20) & (y < 30)
     floor = np.round((true_mm + 50.0 * heart) / spacing[0]).astype(int)
-    dome = _dome(floor, inside, inside, spacing)
+    dome = fit_dome(floor, inside, inside, spacing)
     error = np.abs(dome[inside] * spacing[0] - true_mm[inside])
     assert np.percentile(error, 95) < 2.5
     a = np.stack([np.ones(inside.sum()), y[inside], x[inside], y[inside] ** 2,
