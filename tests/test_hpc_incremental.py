@@ -20,6 +20,7 @@ import pytest
 import yaml
 from dicom_factory import add_patient
 
+from serialct.cli import main as serialct
 from serialct.synth import synth_cohort
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -128,15 +129,48 @@ def test_new_patient_plans_only_its_scans_and_the_fan_in(cohort):
     assert {rule for rule, _ in jobs} - PER_SCAN_RULES == FAN_IN_RULES
 
 
-def test_clinical_edit_reruns_only_the_fan_in(cohort):
+def _edit_clinical(cohort: Path) -> None:
     sheet = cohort / "clinical.tsv"
     table = pd.read_csv(sheet, sep="\t", dtype=str)
     table.loc[0, "age"] = str(int(table.loc[0, "age"]) + 1)
     table.to_csv(sheet, sep="\t", index=False)
+
+
+def test_clinical_edit_reruns_only_the_fan_in(cohort):
+    _edit_clinical(cohort)
     jobs = planned_jobs(cohort / "config.yaml")
     print(f"clinical edit: {len(jobs)} jobs: {sorted(r for r, _ in jobs)}")
     assert {rule for rule, _ in jobs} == FAN_IN_RULES
     assert len(jobs) == len(FAN_IN_RULES)
+
+
+def test_stats_runs_from_tables_with_the_dicom_root_unmounted(cohort):
+    """``snakemake stats`` and ``serialct stats`` need no images: the index keeps the
+    fingerprint it recorded, so nothing upstream of the tables reruns."""
+    config = cohort / "config.yaml"
+    (cohort / "dicom").rename(cohort / "dicom-unmounted")
+    before = snapshot(cohort.resolve())
+    run = snakemake(config, "stats")
+    log = run.stdout + run.stderr
+    assert run.returncode == 0, log[-3000:]
+    assert "Nothing to be done" in log
+    assert f"DICOM root {cohort / 'dicom'} not found: using the index of" in log
+    assert snapshot(cohort.resolve()) == before
+
+    _edit_clinical(cohort)
+    run = snakemake(config, "stats")
+    log = run.stdout + run.stderr
+    assert run.returncode == 0, log[-3000:]
+    started = re.findall(r"^\s*(?:local)?(?:rule|checkpoint) (\w+):$", log, flags=re.MULTILINE)
+    assert sorted(started) == ["cohort_stats", "stats", "tables"]
+
+    # the CLI too: the same tables, the same config with its DICOM root unmounted
+    results, out = cohort / "results", cohort / "cli-stats"
+    scans = results / "tables" / "scans.tsv"
+    sheets = ["--scans", str(scans), "--clinical", str(cohort / "clinical.tsv")]
+    assert serialct(["stats", *sheets, "--config", str(config), str(out)]) == 0
+    written = sorted(p.name for p in (results / "stats").iterdir())
+    assert sorted(p.name for p in out.iterdir()) == written
 
 
 def _add_center(cohort: Path, center: str, seed: int) -> tuple[Path, int]:

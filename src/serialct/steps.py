@@ -62,24 +62,36 @@ class _Timer:
 
 def index_center(
     dicom: Path, center: str, out_tsv: Path, manifest_dir: Path,
-    config: dict[str, Any] | None = None,
+    config: dict[str, Any] | None = None, fingerprint: str | None = None,
 ) -> None:  # fmt: skip
     """Scan index, manifests and ``index/{center}.series.tsv`` (config ``series``,
-    ``pseudonymise``; the pseudonym mapping must lie outside ``results``)."""
+    ``pseudonymise``; the pseudonym mapping must lie outside ``results``).
+
+    Last, ``index/{center}.fingerprint`` records the tree fingerprint indexed: ``fingerprint``
+    (the workflow passes the one it planned with) or the tree's own, taken before indexing. It
+    lets the workflow run from tables with the DICOM root unmounted (``index_fingerprint``)."""
     from serialct.config import defaults
     from serialct.dicom.index import write_index
     from serialct.dicom.pseudonym import check_outside
+    from serialct.dicom.tree import fingerprint_path, tree_fingerprint
 
     config = config if config is not None else defaults()
     pseudonymise = config.get("pseudonymise")
     if pseudonymise:
         check_outside(Path(pseudonymise["mapping"]), Path(config["results"]))
+    if not Path(dicom).is_dir():
+        raise InputError(
+            f"{dicom}: DICOM folder of centre {center} not found (mount it, or fix the centre's "
+            "dicom in the config)"
+        )
+    fingerprint = fingerprint or tree_fingerprint(Path(dicom))
     with _Timer(f"index of centre {center}"):
         cache = Path(out_tsv).with_suffix(".headers-cache.tsv")
         found = write_index(
             Path(dicom), center, Path(out_tsv), Path(manifest_dir), cache=cache,
             series_cfg=config["series"], pseudonymise=pseudonymise,
         )  # fmt: skip
+    write_text(fingerprint_path(Path(out_tsv)), fingerprint + "\n")
     log.info("centre %s: %d scans indexed", center, len(found))
 
 

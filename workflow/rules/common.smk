@@ -4,7 +4,7 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
-from serialct.dicom.index import tree_fingerprint
+from serialct.dicom.tree import index_fingerprint
 
 
 validate(config, schema="../schemas/config.schema.yaml")
@@ -65,8 +65,11 @@ def dicom_root(wildcards):
 
 
 def dicom_fingerprint(wildcards):
-    """Cheap fingerprint of the DICOM tree (names, sizes, mtimes): new files rerun the index."""
-    return tree_fingerprint(Path(dicom_root(wildcards)))
+    """Cheap fingerprint of the DICOM tree (names, sizes, mtimes): new files rerun the index; an
+    unmounted root gives the fingerprint last indexed, so runs from tables need no images. The
+    index path is built here, not taken as `output`: params derived from output are not tracked."""
+    index = Path(f"{RESULTS}/index/{wildcards.center}.tsv")
+    return index_fingerprint(Path(dicom_root(wildcards)), index)
 
 
 def indexed_scans(center):

@@ -5,6 +5,7 @@ checkpoint index:
     output:
         index=f"{RESULTS}/index/{{center}}.tsv",
         series=f"{RESULTS}/index/{{center}}.series.tsv",
+        fingerprint=f"{RESULTS}/index/{{center}}.fingerprint",
     params:
         dicom=dicom_root,
         fingerprint=dicom_fingerprint,

@@ -12,4 +12,5 @@ index_center(
     snakemake.output.index,
     snakemake.params.manifests,
     snakemake.config,
+    snakemake.params.fingerprint,
 )

@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
+
+logger = logging.getLogger("serialct")
+
+FINGERPRINT_SUFFIX = ".fingerprint"
+NO_INDEX = "no-dicom-no-index"  # root absent and never indexed: the index job reruns and fails
 
 
 def iter_files(root: Path) -> Iterator[tuple[str, os.stat_result]]:
@@ -35,3 +42,27 @@ def tree_fingerprint(root: Path) -> str:
         rel = os.path.relpath(path, root)
         digest.update(f"{rel}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
     return digest.hexdigest()
+
+
+def fingerprint_path(index_tsv: Path) -> Path:
+    """``index/C1.tsv`` -> ``index/C1.fingerprint``: the tree fingerprint that index was built
+    from, written by the index step once the index is complete."""
+    index_tsv = Path(index_tsv)
+    return index_tsv.with_name(index_tsv.name.removesuffix(".tsv") + FINGERPRINT_SUFFIX)
+
+
+def index_fingerprint(root: Path, index_tsv: Path) -> str:
+    """The fingerprint the index of ``root`` must match: the tree's own when ``root`` exists (new
+    files rerun the index), else the one recorded beside ``index_tsv`` (an unmounted DICOM root
+    reruns nothing; a warning says which index is used), else ``NO_INDEX`` (the index job then
+    runs and stops on the missing folder).
+    """
+    root = Path(root)
+    if root.is_dir():
+        return tree_fingerprint(root)
+    recorded = fingerprint_path(index_tsv)
+    if not recorded.is_file():
+        return NO_INDEX
+    indexed = time.strftime("%Y-%m-%d %H:%M", time.localtime(recorded.stat().st_mtime))
+    logger.warning("DICOM root %s not found: using the index of %s", root, indexed)
+    return recorded.read_text().strip()
