@@ -13,6 +13,7 @@ if not config:
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/convert.smk"
+include: "workflow/rules/reference.smk"
 include: "workflow/rules/lung.smk"
 include: "workflow/rules/lesion.smk"
 include: "workflow/rules/quantify.smk"

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 from dicom_factory import add_patient
 
 from serialct.cli import main as serialct
@@ -102,3 +103,29 @@ def test_new_patient_reruns_only_its_scans_and_the_fan_in(cohort):
         assert any(line.split()[-1] == f"{rule}:" for line in started), f"{rule} did not rerun"
     scans = pd.read_csv(cohort / "results" / "tables" / "scans.tsv", sep="\t")
     assert (scans["patient_id"] == "P900").sum() == n_new
+
+
+def test_contract_only_config_runs_end_to_end(tmp_path):
+    """Exactly the contract's keys (results, centers.*.dicom, centers.*.clinical): every other
+    setting, the default lesion model and the shipped normal-lung reference included, comes
+    from the schema's defaults, from the repository, with the cwd elsewhere for serialct."""
+    synth = tmp_path / "synth"
+    assert serialct(["synth", str(synth), "--patients", "1", "--seed", "5"]) == 0
+    made = yaml.safe_load((synth / "config.yaml").read_text())
+    centers = {
+        name: {"dicom": c["dicom"], "clinical": c["clinical"]}
+        for name, c in made["centers"].items()
+    }
+    config = tmp_path / "contract.yaml"
+    config.write_text(yaml.safe_dump({"results": str(tmp_path / "results"), "centers": centers}))
+    run = snakemake("--configfile", str(config))
+    assert run.returncode == 0, run.stderr[-5000:]
+    check = subprocess.run(
+        [sys.executable, str(CHECK_CONTRACT), str(tmp_path / "results")],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert check.returncode == 0, check.stdout
+    scans = pd.read_csv(tmp_path / "results" / "tables" / "scans.tsv", sep="\t")
+    assert scans["hellinger"].between(0, 1).all() and scans["iou"].between(0, 1).all()
+    report = (tmp_path / "results" / "report.html").read_text()
+    assert "normal_lung_histogram.tsv" in report and "normal scan(s)" in report

@@ -103,20 +103,33 @@ def cmd_masks(args: argparse.Namespace) -> None:
 
 
 def cmd_quantify(args: argparse.Namespace) -> None:
+    from serialct.reference import reference_path
     from serialct.steps import quantify_scan
 
     config = _config(args.config)
     scan_dir = Path(args.scan_dir)
     quantify_scan(
-        scan_dir, scan_dir / "ct.json", Path(args.reference or config["reference_histogram"]),
+        scan_dir, scan_dir / "ct.json", Path(args.reference or reference_path(config)),
         scan_dir / "metrics.json", scan_dir / "qc.png", config,
     )  # fmt: skip
 
 
 def cmd_reference(args: argparse.Namespace) -> None:
-    from serialct.steps import build_reference
+    config = _config(args.config)
+    if args.dicom:
+        from serialct.reference import build_from_dicom
 
-    build_reference(args.scan_dirs, Path(args.out), _config(args.config))
+        if args.scan_dirs:
+            raise InputError("serialct reference: give scan folders or --dicom, not both")
+        out = Path(args.out)
+        scans = out.with_name(out.stem + ".scans.tsv")
+        build_from_dicom(args.dicom, out, scans, config, source=args.source or "")
+    else:
+        from serialct.steps import build_reference
+
+        if not args.scan_dirs:
+            raise InputError("serialct reference: no scan folders given (or use --dicom DIR)")
+        build_reference(args.scan_dirs, Path(args.out), config)
     print(args.out)
 
 
@@ -225,9 +238,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prefix", default="S-", help="as config pseudonymise.prefix (default S-)")
     p.set_defaults(func=cmd_pseudonymise_sheet)
 
-    p = sub.add_parser("reference", help="normal-lung HU histogram from scan folders (ct + lung)")
-    p.add_argument("scan_dirs", nargs="+")
-    p.add_argument("--out", required=True)
+    p = sub.add_parser(
+        "reference",
+        help="normal-lung HU histogram from scan folders (ct + lung) or a DICOM folder of normals",
+    )
+    p.add_argument("scan_dirs", nargs="*", help="folders with ct.nii.gz and lung.nii.gz")
+    p.add_argument(
+        "--dicom",
+        action="append",
+        help="DICOM folder of normal chest CT (repeatable): series chosen, converted, lungs masked",
+    )
+    p.add_argument("--source", help="with --dicom: how the report names these scans")
+    p.add_argument("--out", required=True, help="reference TSV (a .json description beside it)")
     p.add_argument("--config")
     p.set_defaults(func=cmd_reference)
     return parser

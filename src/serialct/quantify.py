@@ -75,15 +75,28 @@ def quantify_scan(
 
     bins = config["ct_score"]["bins"]
     lobe_percents: dict[str, float] = {}
+    empty = []
     for name, label in LOBE_LABELS.items():
-        in_lobe = lobes_a == label
+        in_lobe = (lobes_a == label) & in_lung  # lobe voxels inside the lung only
         lobe_cm3 = cm3(in_lobe)
-        lobe_percents[name] = _percent(cm3(in_lobe & is_lesion), lobe_cm3) if lobe_cm3 else 0.0
         metrics[f"lobe_volume_cm3_{name}"] = lobe_cm3
+        if lobe_cm3 == 0:
+            empty.append(name)
+            metrics[f"lesion_percent_{name}"] = metrics[f"ai_score_{name}"] = None
+            continue
+        lobe_percents[name] = _percent(cm3(in_lobe & is_lesion), lobe_cm3)
         metrics[f"lesion_percent_{name}"] = lobe_percents[name]
         metrics[f"ai_score_{name}"] = ctscore.lobe_score(lobe_percents[name], bins)
-    metrics["involved_lobes"] = ctscore.involved_lobes(lobe_percents, bins)
-    metrics["ai_ct_score"] = ctscore.total_score(lobe_percents, bins)
+    if empty:  # a score over fewer than five lobes would read as a lower score
+        metrics["involved_lobes"] = metrics["ai_ct_score"] = None
+        metrics["lobe_messages"] = [
+            f"no lobe voxels in the lung for {', '.join(empty)}: per-lobe values, involved "
+            "lobes and AI CT score left empty"
+        ]
+    else:
+        metrics["involved_lobes"] = ctscore.involved_lobes(lobe_percents, bins)
+        metrics["ai_ct_score"] = ctscore.total_score(lobe_percents, bins)
+        metrics["lobe_messages"] = []
 
     ref_edges, ref_density = reference
     edges, density = histogram.lung_histogram(

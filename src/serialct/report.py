@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from serialct.reference import reference_path
 from serialct.stats.describe import format_p
 
 log = logging.getLogger("serialct")
@@ -308,6 +309,16 @@ def _extra_sections(stats_dir: Path) -> str:
     return "\n".join(parts)
 
 
+def reference_line(path: Path) -> str:
+    """One line naming the normal-lung reference and what it was built from (the ``summary``
+    of its JSON sidecar)."""
+    try:
+        summary = json.loads(Path(path).with_suffix(".json").read_text())["summary"]
+    except (OSError, ValueError, KeyError):
+        summary = "no description beside it"
+    return f"{path}: {summary}"
+
+
 def model_line(model: str | Path) -> str:
     """One line naming the lesion model and its validation: the ``summary`` of the checkpoint's
     JSON meta beside it (``resources/models/README.md`` has the details)."""
@@ -321,6 +332,8 @@ def model_line(model: str | Path) -> str:
 
 def _settings_section(config: dict[str, Any]) -> str:
     rows = [("Lesion model", model_line(config.get("model", "")))] if config.get("model") else []
+    if config.get("reference_histogram") or config.get("normal_scans"):
+        rows.append(("Normal-lung reference histogram", reference_line(reference_path(config))))
     for key, label in (
         ("ggo", "GGO HU range [min, max)"),
         ("consolidation", "Consolidation HU range [min, max)"),

@@ -118,16 +118,23 @@ def segment_masks(
     returned and written to ``lung_qc.json`` beside ``lung_out``."""
     from serialct.lobes import load_user_lobes, segment_lobes
     from serialct.lung import lung_qc, segment_lungs
+    from serialct.lung.qc import coverage_reasons
 
     ct = _read_image(ct_path)
     with _Timer("lung mask"):
         lung = segment_lungs(ct, config["lung"])
+    reasons = lung_qc(lung, config["lung"])
     with _Timer("lobes"):
         if user_lobes is not None:
             lobes = load_user_lobes(Path(user_lobes), ct)
+        elif coverage_reasons(lung):
+            # the approximate split stretches its planes over the lung it sees: on a scan
+            # that cuts the lungs it would place upper lobes at a mid-chest top
+            lobes = sitk.Image(lung.GetSize(), sitk.sitkUInt8)
+            lobes.CopyInformation(lung)
+            reasons.append("lobes not placed: the scan does not show both lungs apex to base")
         else:
             lobes = segment_lobes(ct, lung)
-    reasons = lung_qc(lung, config["lung"])
     _write_image(lung, lung_out)
     _write_image(lobes, lobes_out)
     _write_json(
@@ -165,7 +172,7 @@ def quantify_scan(
     with _Timer("quantification"):
         measured = quantify.quantify_scan(
             images["ct"], images["lung"], images["lobes"], images["lesion"],
-            histogram.read_reference(Path(reference)), config,
+            _reference_on_bins(Path(reference), config), config,
         )  # fmt: skip
     metrics = {
         k: identity.get(k) for k in ("center", "patient_id", "scan_id", "study_date", "qc_status")
@@ -173,6 +180,7 @@ def quantify_scan(
     metrics["qc_messages"] = identity.get("qc_messages", [])
     lung_qc = scan_dir / "lung_qc.json"
     lung_reasons = json.loads(lung_qc.read_text())["qc_messages"] if lung_qc.is_file() else []
+    lung_reasons = [*lung_reasons, *measured.pop("lobe_messages")]
     if lung_reasons:
         metrics["qc_messages"] = [*metrics["qc_messages"], *lung_reasons]
         status = metrics["qc_status"] or "ok"
@@ -271,15 +279,27 @@ def cohort_stats(
         run_cohort_stats(scans, clinical, config, tmp_dir)
 
 
+def _reference_on_bins(path: Path, config: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """The reference histogram read and summed onto the config's histogram bins."""
+    from serialct.reference import on_bins
+
+    edges = histogram.histogram_edges(config["histogram"])
+    return edges, on_bins(histogram.read_reference(path), edges, path)
+
+
 def build_reference(scan_dirs: Sequence[Path], out: Path, config: dict[str, Any]) -> None:
-    """Normal-lung HU histogram: the mean of the lung histograms of normal scans."""
-    densities, edges = [], None
+    """Normal-lung HU histogram from scan folders (``ct.nii.gz`` + ``lung.nii.gz``): the mean
+    of their lung histograms, on the reference bins (``serialct.reference``)."""
+    from serialct.reference import reference_edges
+
+    edges = reference_edges()
+    densities = []
     for scan_dir in map(Path, scan_dirs):
         ct = sitk.GetArrayFromImage(_read_image(scan_dir / "ct.nii.gz"))
         lung = sitk.GetArrayFromImage(_read_image(scan_dir / "lung.nii.gz"))
-        edges, density = histogram.lung_histogram(ct, lung > 0, config["histogram"])
-        densities.append(density)
-    if edges is None:
+        counts, _ = np.histogram(ct[lung > 0], bins=edges)
+        densities.append(counts / max(counts.sum(), 1))
+    if not densities:
         raise InputError("reference: no scan folders given")
     mean = np.mean(densities, axis=0)
     histogram.write_reference(Path(out), edges, mean / mean.sum())

@@ -9,7 +9,7 @@ rule quantify:
         lung_qc=f"{SCAN_DIR}/lung_qc.json",
         lobes=f"{SCAN_DIR}/lobes.nii.gz",
         lesion=f"{SCAN_DIR}/lesion.nii.gz",
-        reference=config["reference_histogram"],
+        reference=REFERENCE,
     output:
         metrics=f"{SCAN_DIR}/metrics.json",
         qc=f"{SCAN_DIR}/qc.png",

@@ -27,6 +27,103 @@ MAX_DOME_SHARE = 0.5  # deep bites with more of their pixels under the lung stay
 
 MIN_RIM_PX = 10  # a deep bite with fewer aerated rim pixels than this stays out
 
+JOINT_HULL_WINDOW_MM = 30.0  # both lungs' outline from this far above and below a slice
+NEIGHBOURHOOD_PX = 2  # the tissue around a fill: this many pixels beyond it, in its slice
+COSTAL_SHARE = 0.25  # a fill with at least this share of that tissue outside the joint hull
+_RING_FOOTPRINT = np.zeros((3, 2 * NEIGHBOURHOOD_PX + 1, 2 * NEIGHBOURHOOD_PX + 1), dtype=bool)
+_RING_FOOTPRINT[1] = True
+
+LESION_MAJORITY = 0.5  # a 3D fill this much costal or lined is kept whole
+
+_FAR_MM = 1e6  # a z step this long keeps nearest-voxel searches inside their slice
+
+
+@dataclass(frozen=True)
+class BiteRules:
+    """Which concavities of a slice's lung outline are lung (``_slice_bites``)."""
+
+    depth_mm: float  # any concavity up to this deep (subpleural_mm)
+    lined_depth_mm: float  # ... up to this deep when lined by dense lung (lesion_bite_mm)
+    lined_hu: float  # "dense": the lung rim's median HU above this
+    aerated_hu: float  # rim pixels count only below this (aerated or ground glass, not vessels)
+
+
+def between_lungs(
+    lung: np.ndarray, other: np.ndarray | None, spacing: tuple[float, ...]
+) -> np.ndarray:
+    """Per slice, the convex hull of ``lung`` and of the ``other`` lung as it is in the slices
+    up to JOINT_HULL_WINDOW_MM above and below (so a slice without the other lung still has
+    its outline): the mediastinum lies inside it, the chest wall outside."""
+    both = lung.copy()
+    if other is not None:
+        k = max(0, round(JOINT_HULL_WINDOW_MM / spacing[0]))
+        near = ndi.maximum_filter1d(other.view(np.uint8), size=2 * k + 1, axis=0) > 0
+        both |= near & lung.any(axis=(1, 2))[:, None, None]
+    out = np.zeros_like(lung)
+    for z in np.flatnonzero(lung.any(axis=(1, 2))):
+        out[z] = convex_hull(both[z]) | both[z]
+    return out
+
+
+def costal(components: np.ndarray, lung: np.ndarray, joint_hull: np.ndarray) -> np.ndarray:
+    """Per labelled slice component (1..n), whether it lies against the chest wall: most of the
+    non-lung tissue around it (NEIGHBOURHOOD_PX pixels) is outside ``joint_hull``
+    (``between_lungs``). Around the mediastinal side's concavities (heart, great vessels,
+    hila, the aorta beside the spine) that tissue lies inside it."""
+    n = int(components.max())
+    ring = ndi.grey_dilation(components, footprint=_RING_FOOTPRINT)
+    ring = np.where((components == 0) & ~lung, ring, 0)
+    outside = np.bincount(ring[~joint_hull], minlength=n + 1)[1:]
+    total = np.bincount(ring.ravel(), minlength=n + 1)[1:]
+    return outside >= COSTAL_SHARE * np.maximum(total, 1)
+
+
+def keep_lesion_fills(
+    added: np.ndarray,
+    lung: np.ndarray,
+    hu: np.ndarray,
+    spacing: tuple[float, ...],
+    rules: BiteRules,
+    joint_hull: np.ndarray,
+) -> np.ndarray:
+    """Of the voxels a fill would add to ``lung``, the slice components that are lesion, not
+    mediastinum: those against the chest wall (``costal``) and those whose lung rim is dense (the
+    aerated or ground-glass lung RIM_INSIDE_PX to RIM_DEPTH_PX pixels inside their edge, below
+    ``rules.aerated_hu``, has a median HU above ``rules.lined_hu`` over at least MIN_RIM_PX
+    pixels: a lesion in its ground-glass halo). The heart, the great vessels, the hila and the
+    mediastinal fat lie on the mediastinal side and border normal lung, so the lung's edge
+    stays where the threshold put it there."""
+    if not added.any():
+        return added
+    labels, n = ndi.label(added, structure=SLICE_2D)
+    index = np.arange(1, n + 1)
+    tight = ndi.find_objects(added.astype(np.uint8))[0]
+    box = (tight[0],) + tuple(
+        slice(max(b.start - RIM_DEPTH_PX - 1, 0), min(b.stop + RIM_DEPTH_PX + 1, size))
+        for b, size in zip(tight[1:], added.shape[1:], strict=True)
+    )
+    crop = labels[box]
+    near, nearest = ndi.distance_transform_edt(
+        crop == 0, sampling=(_FAR_MM, *spacing[1:]), return_indices=True
+    )
+    inner = ndi.binary_erosion(lung[box], structure=SLICE_2D, iterations=RIM_INSIDE_PX)
+    rim = inner & (near <= RIM_DEPTH_PX * max(spacing[1:])) & (hu[box] < rules.aerated_hu)
+    owner = np.where(rim, crop[tuple(nearest)], 0)
+    del nearest, near
+    rim_hu = np.asarray(ndi.median(hu[box], owner, index))
+    rim_n = np.bincount(owner.ravel(), minlength=n + 1)[1:]
+    lined = (rim_n >= MIN_RIM_PX) & (rim_hu > rules.lined_hu)
+    on_wall = costal(crop, lung[box], joint_hull[box])
+    accepted = np.isin(crop, index[lined | on_wall])
+    # a lesion seen as mediastinal in some slices but costal or halo-lined in most of its
+    # 3D extent is kept whole
+    pieces, m = ndi.label(added[box])
+    share = ndi.mean(accepted, pieces, np.arange(1, m + 1)) if m else np.zeros(0)
+    mostly = np.flatnonzero(np.asarray(share) >= LESION_MAJORITY) + 1
+    out = np.zeros_like(added)
+    out[box] = accepted | np.isin(pieces, mostly)
+    return out
+
 
 def fill_z_gaps(
     mask: np.ndarray, spacing: tuple[float, ...], gap_mm: float, avoid: np.ndarray | None
@@ -73,32 +170,23 @@ def fill_slice_holes(mask: np.ndarray, spacing: tuple[float, ...], radius_mm: fl
     return out
 
 
-@dataclass(frozen=True)
-class BiteRules:
-    """Which concavities of a slice's lung outline are lung (``_slice_bites``)."""
-
-    depth_mm: float  # any concavity up to this deep (subpleural_mm)
-    lined_depth_mm: float  # ... up to this deep when lined by dense lung (lesion_bite_mm)
-    lined_hu: float  # "dense": the lung rim's median HU above this
-    aerated_hu: float  # rim pixels count only below this (aerated or ground glass, not vessels)
-
-
 def fill_bites(
     mask: np.ndarray,
     spacing: tuple[float, ...],
     rules: BiteRules,
     avoid: np.ndarray | None,
-    hu: np.ndarray | None = None,
+    hu: np.ndarray,
+    joint_hull: np.ndarray,
     dome: np.ndarray | None = None,
 ) -> np.ndarray:
     """Per slice, add the concavities of the convex hull that are at most ``depth_mm`` deep
-    (dense subpleural lesions bite into the lung from the chest wall; the heart and the
-    mediastinum make much deeper concavities and stay out), and those at most
-    ``lined_depth_mm`` deep whose lung rim (median HU) is denser than ``lined_hu`` (a
-    consolidation inside its ground-glass halo; the heart and the mediastinum border normal,
-    aerated lung), that open widely onto the hull and do not lie over the diaphragm
+    and on the costal side (``costal``: a dense lesion biting into the lung from the chest
+    wall) or with a lung rim (median HU) denser than ``lined_hu`` (a consolidation in its
+    ground-glass halo; the heart, the great vessels and the hila lie on the mediastinal side
+    and border normal, aerated lung), and those with a dense rim at most
+    ``lined_depth_mm`` deep and open widely onto the hull and not over the diaphragm
     (``dome``). A bite touching ``avoid`` (the region near the other lung) lies between the
-    lungs and is left out. Without ``hu`` only the first rule applies.
+    lungs and is left out.
     """
     if rules.depth_mm <= 0:
         return mask
@@ -113,7 +201,8 @@ def fill_bites(
             mask[z][box],
             spacing[1:],
             rules,
-            None if hu is None else hu[z][box],
+            hu[z][box],
+            joint_hull[z][box],
             None if dome is None else dome[z][box],
         )
         if avoid is not None and bites.any():
@@ -128,11 +217,13 @@ def _slice_bites(
     mask: np.ndarray,
     spacing_yx: tuple[float, ...],
     rules: BiteRules,
-    hu: np.ndarray | None = None,
+    hu: np.ndarray,
+    joint_hull: np.ndarray,
     dome: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Bites of one slice: components of hull-minus-mask at most ``depth_mm`` deep (or at most
-    ``lined_depth_mm`` deep with a dense lung rim), with the pixel rim just outside the hull."""
+    """Bites of one slice: components of hull-minus-mask at most ``depth_mm`` deep on the
+    costal side or with a dense lung rim, or with a dense rim, open and at most
+    ``lined_depth_mm`` deep; with the pixel rim just outside the hull."""
     inside_hull = convex_hull(mask) | mask
     bites, n = ndi.label(inside_hull & ~mask)
     if n == 0:
@@ -140,19 +231,21 @@ def _slice_bites(
     depth = ndi.distance_transform_edt(np.pad(inside_hull, 1), sampling=spacing_yx)[1:-1, 1:-1]
     index = np.arange(1, n + 1)
     deepest = np.asarray(ndi.maximum(depth, bites, index))
-    ok = deepest <= rules.depth_mm
-    if hu is not None and rules.lined_depth_mm > rules.depth_mm and np.any(~ok):
-        # the lung just inside each bite's edge (skipping the partial-volume pixel)
-        near = ndi.distance_transform_edt(bites == 0, sampling=spacing_yx)
-        step = max(spacing_yx)
-        # aerated or ground-glass lung only: the hilum's vessels next to the heart do not count
-        # (2 pixels inside the lung, so a thin basal rim of partial volume over the dome is no rim)
-        rim = ndi.binary_erosion(mask, iterations=RIM_INSIDE_PX) & (near <= RIM_DEPTH_PX * step)
-        rim &= hu < rules.aerated_hu
-        _, owner = ndi.distance_transform_edt(bites == 0, return_indices=True)
-        owner_label = np.where(rim, bites[tuple(owner)], 0)
-        rim_hu = np.asarray(ndi.median(hu, owner_label, index))
-        rim_n = np.asarray(ndi.sum_labels(rim, owner_label, index))
+    # the lung just inside each bite's edge (skipping the partial-volume pixel)
+    near = ndi.distance_transform_edt(bites == 0, sampling=spacing_yx)
+    step = max(spacing_yx)
+    # aerated or ground-glass lung only: the hilum's vessels next to the heart do not count
+    # (2 pixels inside the lung, so a thin basal rim of partial volume over the dome is no rim)
+    rim = ndi.binary_erosion(mask, iterations=RIM_INSIDE_PX) & (near <= RIM_DEPTH_PX * step)
+    rim &= hu < rules.aerated_hu
+    _, owner = ndi.distance_transform_edt(bites == 0, return_indices=True)
+    owner_label = np.where(rim, bites[tuple(owner)], 0)
+    rim_hu = np.asarray(ndi.median(hu, owner_label, index))
+    rim_n = np.asarray(ndi.sum_labels(rim, owner_label, index))
+    lined = (rim_hu > rules.lined_hu) & (rim_n >= MIN_RIM_PX)
+    on_wall = costal(bites[None], mask[None], joint_hull[None])
+    ok = (lined | on_wall) & (deepest <= rules.depth_mm)
+    if rules.lined_depth_mm > rules.depth_mm and np.any(lined & ~ok):
         # an open bite (wide mouth on the hull), not a ring of lung around the diaphragm dome
         mouth = bites * (ndi.binary_dilation(~inside_hull) & (bites > 0))
         contact = bites * (ndi.binary_dilation(mask) & (bites > 0))
@@ -162,12 +255,7 @@ def _slice_bites(
         if dome is not None:  # mostly over the diaphragm: the dome ringed by the lung base
             size = np.bincount(bites.ravel(), minlength=n + 1)[1:]
             is_open &= np.bincount(bites[dome], minlength=n + 1)[1:] <= MAX_DOME_SHARE * size
-        ok |= (
-            (deepest <= rules.lined_depth_mm)
-            & (rim_hu > rules.lined_hu)
-            & (rim_n >= MIN_RIM_PX)
-            & is_open
-        )
+        ok |= lined & (deepest <= rules.lined_depth_mm) & is_open
     accepted = np.isin(bites, np.flatnonzero(ok) + 1)
     # plus the one-pixel partial-volume rim at the pleura, just outside the hull
     return accepted | (ndi.binary_dilation(accepted) & ~inside_hull)

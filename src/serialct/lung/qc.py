@@ -9,8 +9,34 @@ import numpy as np
 import SimpleITK as sitk
 
 from serialct.constants import LUNG_LEFT, LUNG_RIGHT, MM3_PER_CM3
+from serialct.orientation import to_work
 
 log = logging.getLogger("serialct")
+
+# A scan cuts the lung at an end when the lung in its end slice is more than this share of the
+# lung in its widest slice. Measured on the five real chest series of ../shared/data/real
+# (benchmarks/real_lung_masks.md): 0-3.5 % at the ends of scans that cover the lungs (an 8 mm
+# slice through the bases, crumbs of partial volume at the apex); the lower half of a chest
+# (a scan that starts mid-chest) has 60-100 %.
+COVERAGE_CUT_SHARE = 0.05
+
+
+def coverage_reasons(lung: sitk.Image) -> list[str]:
+    """Whether the scan shows the lungs from apex to base: a reason for each end (top =
+    superior, whatever the storage order) where the lung is cut (COVERAGE_CUT_SHARE)."""
+    labels = sitk.GetArrayViewFromImage(to_work(lung))  # LPS: index 0 is the inferior end
+    area = np.count_nonzero(labels, axis=(1, 2)).astype(float)
+    if area.max(initial=0) == 0:
+        return []
+    reasons = []
+    for index, end, part in ((-1, "top", "apex"), (0, "bottom", "base")):
+        share = area[index] / area.max()
+        if share > COVERAGE_CUT_SHARE:
+            reasons.append(
+                f"coverage: the scan cuts the lung {part} (lung in its {end} slice: "
+                f"{100 * share:.0f} % of the widest slice)"
+            )
+    return reasons
 
 
 def lung_volume_cm3(lung: sitk.Image) -> float:
@@ -22,8 +48,8 @@ def lung_volume_cm3(lung: sitk.Image) -> float:
 def lung_qc(lung: sitk.Image, config_lung: dict[str, Any]) -> list[str]:
     """Reasons to doubt a lung mask (empty list: plausible): total volume outside
     ``qc_volume_cm3``, right/left volume ratio outside ``qc_lr_ratio`` or one lung missing, the
-    mask touching the image's in-plane border (field of view cuts the lung) or its first or last
-    slice (the scan does not cover the whole lung)."""
+    mask touching the image's in-plane border (field of view cuts the lung), and the scan's
+    coverage of the lungs (``coverage_reasons``)."""
     labels = sitk.GetArrayViewFromImage(lung)
     cm3 = float(np.prod(lung.GetSpacing())) / MM3_PER_CM3
     right = np.count_nonzero(labels == LUNG_RIGHT) * cm3
@@ -47,8 +73,7 @@ def lung_qc(lung: sitk.Image, config_lung: dict[str, Any]) -> list[str]:
         lung_any = labels > 0
         if lung_any[:, [0, -1], :].any() or lung_any[:, :, [0, -1]].any():
             reasons.append("lung mask touches the image border (field of view cuts the lung?)")
-        if lung_any.shape[0] > 1 and (lung_any[0].any() or lung_any[-1].any()):
-            reasons.append("lung mask reaches the first or last slice (lung not fully covered?)")
+    reasons.extend(coverage_reasons(lung))
     for reason in reasons:
         log.warning("lung QC: %s", reason)
     return reasons

@@ -12,7 +12,14 @@ from scipy import ndimage as ndi
 
 from serialct.constants import LUNG_BACKGROUND, LUNG_LEFT, LUNG_RIGHT, MM3_PER_CM3
 from serialct.lung.airways import AIRWAY_ZONE_MM, find_airways
-from serialct.lung.fills import BiteRules, fill_bites, fill_slice_holes, fill_z_gaps
+from serialct.lung.fills import (
+    BiteRules,
+    between_lungs,
+    fill_bites,
+    fill_slice_holes,
+    fill_z_gaps,
+    keep_lesion_fills,
+)
 from serialct.lung.floor import fill_floor
 from serialct.lung.morphology import (
     SLICE_2D,
@@ -88,28 +95,12 @@ def segment_grid(
     labels = np.zeros(hu.shape, dtype=np.uint8)
     if not parts:
         log.warning("lung mask: no lung found (no air-like region inside the body)")
-    depth_mm = float(lung_cfg["subpleural_mm"])
-    closing_mm = float(lung_cfg["closing_mm"])
     # gaps along z are filled neither across the airways nor into the mediastinum
     airway_zone = distance_mm(airway, spacing) <= AIRWAY_ZONE_MM if airway.any() else None
     for part, side in assign_sides(spacing, parts, body):
         others = [p for p in parts if p is not part]
-        # bites near the other lung are mediastinum (junction lines), not the chest wall
-        near_other = distance_mm(others[0], spacing) <= depth_mm if others else None
-        closed = close_ball(part, spacing, closing_mm)
-        avoid = either(near_other, airway_zone)
-        closed = fill_z_gaps(closed, spacing, float(lung_cfg["z_gap_mm"]), avoid)
-        closed = fill_slice_holes(closed, spacing, closing_mm)
-        lined_hu = float(np.median(hu[part])) + float(lung_cfg["lesion_rim_delta_hu"])
-        rules = BiteRules(depth_mm, float(lung_cfg["lesion_bite_mm"]), lined_hu, threshold)
-        closed = fill_bites(closed, spacing, rules, near_other, hu, under_lung(closed))
-        fill_mm = float(lung_cfg["floor_fill_mm"])
-        closed = fill_floor(closed, spacing, hu, lined_hu, fill_mm, avoid)
-        # the apex the same way, upside down: a dense lesion capping the lung's top
-        closed = fill_floor(
-            closed[::-1], spacing, hu[::-1], lined_hu, fill_mm,
-            None if avoid is None else avoid[::-1], wall_columns=False,
-        )[::-1]  # fmt: skip
+        other = others[0] if others else None
+        closed = _fill_side(part, other, airway_zone, hu, spacing, lung_cfg)
         # the other side keeps its own voxels: closing never moves one lung into the other
         labels[closed & (labels == LUNG_BACKGROUND)] = side
         labels[part] = side
@@ -118,3 +109,51 @@ def segment_grid(
         np.count_nonzero(airway) * float(np.prod(spacing)) / MM3_PER_CM3,
     )
     return labels, airway, candidates
+
+
+def _fill_side(
+    part: np.ndarray,
+    other: np.ndarray | None,
+    airway_zone: np.ndarray | None,
+    hu: np.ndarray,
+    spacing: tuple[float, ...],
+    lung_cfg: dict[str, Any],
+) -> np.ndarray:
+    """One lung with what thresholding lost put back (step 5): every fill but the small slice
+    holes only on the costal side or where the lung along it is dense (``keep_lesion_fills``:
+    a lesion, not the mediastinum). Where the scan cuts the lung (lung in its first or last
+    slice) nothing is added in that end slice and the floor (apex) is not modelled: the
+    lung's end there is the scan's, not the diaphragm's."""
+    threshold = float(lung_cfg["threshold_hu"])
+    depth_mm = float(lung_cfg["subpleural_mm"])
+    closing_mm = float(lung_cfg["closing_mm"])
+    fill_mm = float(lung_cfg["floor_fill_mm"])
+    lined_hu = float(np.median(hu[part])) + float(lung_cfg["lesion_rim_delta_hu"])
+    rules = BiteRules(depth_mm, float(lung_cfg["lesion_bite_mm"]), lined_hu, threshold)
+    joint_hull = between_lungs(part, other, spacing)
+
+    def lesions_only(filled: np.ndarray, before: np.ndarray) -> np.ndarray:
+        return before | keep_lesion_fills(filled & ~before, part, hu, spacing, rules, joint_hull)
+
+    # bites near the other lung are mediastinum (junction lines), not the chest wall
+    near_other = distance_mm(other, spacing) <= depth_mm if other is not None else None
+    avoid = either(near_other, airway_zone)
+    closed = lesions_only(close_ball(part, spacing, closing_mm), part)
+    z_gaps = fill_z_gaps(closed, spacing, float(lung_cfg["z_gap_mm"]), avoid)
+    closed = lesions_only(z_gaps, closed)
+    closed = fill_slice_holes(closed, spacing, closing_mm)
+    closed = fill_bites(closed, spacing, rules, near_other, hu, joint_hull, under_lung(closed))
+    cut_base, cut_apex = bool(part[0].any()), bool(part[-1].any())
+    if not cut_base:
+        closed = fill_floor(closed, spacing, hu, lined_hu, fill_mm, avoid)
+    if not cut_apex:  # the apex the same way, upside down: a dense lesion capping the lung's top
+        closed = fill_floor(
+            closed[::-1], spacing, hu[::-1], lined_hu, fill_mm,
+            None if avoid is None else avoid[::-1], wall_columns=False,
+        )[::-1]  # fmt: skip
+    if part.shape[0] > 2:  # (thin volumes: every slice is an end slice)
+        for end in [0] * cut_base + [-1] * cut_apex:
+            closed[end] = part[end] | (
+                closed[end] & fill_slice_holes(part, spacing, closing_mm)[end]
+            )
+    return closed

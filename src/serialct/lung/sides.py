@@ -48,7 +48,7 @@ def lung_parts(
     return [largest]
 
 
-def _body_centre_x(body: np.ndarray) -> float:
+def body_centre_x(body: np.ndarray) -> float:
     """Middle of the body's x range (array index)."""
     return float(np.mean(np.nonzero(body.any(axis=(0, 1)))[0]))
 
@@ -56,7 +56,7 @@ def _body_centre_x(body: np.ndarray) -> float:
 def _straddles_midline(mask: np.ndarray, body: np.ndarray) -> bool:
     """Whether a sizeable share of ``mask`` lies on each side of the body's middle."""
     columns = np.count_nonzero(mask, axis=(0, 1))
-    share = columns[: int(round(_body_centre_x(body)))].sum() / max(columns.sum(), 1)
+    share = columns[: int(round(body_centre_x(body)))].sum() / max(columns.sum(), 1)
     return min(share, 1.0 - share) >= SECOND_LUNG_FRACTION
 
 
@@ -69,7 +69,7 @@ def _split(
     crop = mask[box]
     # depth inside the mask, in mm; not from the volume's first/last slice (thin volumes)
     depth = distance_mm(~np.pad(crop, [(0, 0), (1, 1), (1, 1)]), spacing)[:, 1:-1, 1:-1]
-    centre_x = _body_centre_x(body) - box[2].start
+    centre_x = body_centre_x(body) - box[2].start
     for erosion in SPLIT_EROSIONS_MM:
         comps, n = ndi.label(depth > erosion)
         if n < 2:
