@@ -110,7 +110,11 @@ def test_contract_only_config_runs_end_to_end(tmp_path):
     setting, the default lesion model and the shipped normal-lung reference included, comes
     from the schema's defaults, from the repository, with the cwd elsewhere for serialct."""
     synth = tmp_path / "synth"
-    assert serialct(["synth", str(synth), "--patients", "1", "--seed", "5"]) == 0
+    # 64 slices over 313 mm: 4.9 mm, inside the default series limits (0.5-5 mm)
+    assert (
+        serialct(["synth", str(synth), "--patients", "1", "--seed", "5", "--shape", "64,96,96"])
+        == 0
+    )
     made = yaml.safe_load((synth / "config.yaml").read_text())
     centers = {
         name: {"dicom": c["dicom"], "clinical": c["clinical"]}

@@ -255,6 +255,12 @@ def cohort_stats(
 
     clinical_frames = [(Path(p), sheets.read_clinical(Path(p))) for p in clinical_sheets]
     scans = pd.concat([sheets.read_scans_table(Path(p)) for p in scans_tables], ignore_index=True)
+    if scans.empty:
+        raise InputError(
+            f"{', '.join(map(str, scans_tables))}: no scans to analyse (an empty index: the "
+            "index/CENTER.series.tsv beside the results' tables says why each series was left "
+            "out, e.g. config series limits)"
+        )
     clinical = pd.concat(
         [_sheet_center(frame, scans, path) for path, frame in clinical_frames], ignore_index=True
     )
