@@ -59,12 +59,12 @@ up to FLOOR_MAX_SLICE_MM thick (not the 6.7 mm demo phantoms).
 
 Limits: consolidation against the heart or the mediastinum without a ground-glass halo, or on
 the diaphragm under aerated lung (no dense lung just above it) or far from the lung's outer
-edge (over the dome's top, next to the heart), stays partly out, and so does a dense lesion's outermost 1-3 mm against the chest
-wall (the full-resolution step cannot see that edge); where lesions hide most of a lung's
-floor the dome is extrapolated and can come a few mm below the true diaphragm; dense lesions
-reaching the lung's lowest slices are treated like the diaphragm. Thin volumes (a few
-slices) work: the closing repeats the edge slices where the lung reaches the end of the
-volume, as if the lung went on.
+edge (over the dome's top, next to the heart), stays partly out, and so does a dense lesion's
+outermost 1-3 mm against the chest wall (the full-resolution step cannot see that edge); where
+lesions hide most of a lung's floor the dome is extrapolated and can come a few mm below the
+true diaphragm; dense lesions reaching the lung's lowest slices are treated like the diaphragm.
+Thin volumes (a few slices) work: the closing repeats the edge slices where the lung reaches
+the end of the volume, as if the lung went on.
 """
 
 from serialct.lung.qc import lung_qc, lung_volume_cm3

@@ -27,7 +27,20 @@ TRACHEA_MIN_FILL = 0.5  # component area / bounding-box area (roundness)
 
 AIRWAY_BRANCH_MAX_AREA_MM2 = 800.0  # a grown airway component larger than this is lung: stop
 
-AIRWAY_BELOW_CARINA_MM = 30.0  # main bronchi: grow this far below the carina
+# main bronchi: grown this far below the carina. The left main bronchus is 40-50 mm long, the
+# right 20-25 mm (Gray's Anatomy, 41st ed., ch. 54); past the right one's end the growth follows
+# its lobar bronchi, a few cm3 of airway that lungmask's convention would keep.
+AIRWAY_BELOW_CARINA_MM = 50.0
+
+# the carina: the first slice down the trachea where it has two branches at least this large
+# (main bronchi are 10-16 mm across, ~80-200 mm2; the oesophagus' air, often touching the
+# trachea's wall in a slice, is a few mm2 to tens of mm2)
+BRONCHUS_MIN_AREA_MM2 = 40.0
+
+# a soft-tissue kernel blurs the trachea's lumen to -900..-980 HU, so few of its pixels are below
+# the default airway_hu (measured: Lung_Dx-A0001's kernel B series in ../shared/data/real)
+SOFT_KERNEL_AIRWAY_HU = 60.0
+TRACHEA_MIN_LENGTH_MM = 20.0  # ... and then the seed must go on as a tube this far down
 
 AIRWAY_STEP_MM = 3.0  # a branch may shift this much in-plane from one slice to the next
 
@@ -43,13 +56,21 @@ def find_airways(
     spacing: tuple[float, ...],
     airway_hu: float,
 ) -> np.ndarray:
-    """Trachea and main bronchi: grown slice by slice from a seed in the top slices."""
-    air = candidates & (hu < airway_hu)
+    """Trachea and main bronchi: grown slice by slice from a seed in the top slices, below
+    ``airway_hu`` or, when no seed is found there, below ``airway_hu`` + SOFT_KERNEL_AIRWAY_HU
+    (a soft-tissue kernel blurs a narrow lumen)."""
     out = np.zeros(hu.shape, dtype=bool)
-    seed_z, seed = _trachea_seed(air, body, spacing)
+    for limit in (airway_hu, airway_hu + SOFT_KERNEL_AIRWAY_HU):
+        air = candidates & (hu < limit)
+        seed_z, seed = _trachea_seed(air, body, spacing)
+        if seed is not None and (limit == airway_hu or _is_tube(air, seed_z, seed, spacing)):
+            break
+        seed = None
     if seed is None:
         log.info("lung mask: no trachea found in the top %.0f mm", TRACHEA_SEARCH_MM)
         return out
+    if limit != airway_hu:
+        log.info("lung mask: trachea found below %.0f HU (not below airway_hu)", limit)
     out[seed_z] = seed
     pixel_mm2 = spacing[1] * spacing[2]
     step = np.ones((3, 3), dtype=bool)
@@ -65,7 +86,10 @@ def find_airways(
             keep = touched[areas <= AIRWAY_BRANCH_MAX_AREA_MM2]
             if keep.size == 0:
                 break
-            if direction < 0 and keep.size >= 2 and stop_z is None:
+            branches = np.count_nonzero(
+                areas[areas <= AIRWAY_BRANCH_MAX_AREA_MM2] >= BRONCHUS_MIN_AREA_MM2
+            )
+            if direction < 0 and branches >= 2 and stop_z is None:
                 stop_z = z - below_carina
                 log.info("lung mask: carina at slice %d", z)
             previous = np.isin(comps, keep)
@@ -79,6 +103,30 @@ def find_airways(
         int(np.count_nonzero(out.any(axis=(1, 2)))),
     )
     return out
+
+
+def _is_tube(air: np.ndarray, z: int, seed: np.ndarray, spacing: tuple[float, ...]) -> bool:
+    """Whether the seed goes on down as one air component of a trachea's size for
+    TRACHEA_MIN_LENGTH_MM (not a pocket of aerated lung, as at a lung base)."""
+    pixel_mm2 = spacing[1] * spacing[2]
+    n_step = max(1, round(AIRWAY_STEP_MM / min(spacing[1:])))
+    previous = seed
+    for below in range(1, max(1, round(TRACHEA_MIN_LENGTH_MM / spacing[0])) + 1):
+        if z - below < 0:
+            return False
+        comps, _ = ndi.label(air[z - below])
+        reach = ndi.binary_dilation(previous, iterations=n_step)
+        touched = np.unique(comps[reach & (comps > 0)])
+        if touched.size != 1:
+            return False
+        previous = comps == touched[0]
+        if (
+            not TRACHEA_MIN_AREA_MM2
+            <= np.count_nonzero(previous) * pixel_mm2
+            <= TRACHEA_MAX_AREA_MM2
+        ):
+            return False
+    return True
 
 
 def _trachea_seed(
