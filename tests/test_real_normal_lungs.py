@@ -4,20 +4,23 @@ Every real chest series in the shared data (Lung-PET-CT-Dx: Philips 5 mm and Sie
 with a lung and a soft-tissue kernel; CIP: GE 4 mm) has lungs without COVID-19 lesions (two
 carry a lung tumour). Through convert, lung mask and lesion inference with the shipped default
 model, the lesion share of the lung must stay at or below :data:`MAX_LESION_PERCENT`; then the
-same DICOM runs through the workflow (``snakemake scans``) with the same assertion on
-``metrics.json``. Only Lung_Dx-A0001's two series were among the training negatives of the
+same DICOM runs through the workflow (``snakemake scans``, a contract-only config) with the
+same assertion and checks of lung volume, left/right, coverage QC and lobes on
+``metrics.json``, a scan cut to the lower half of a chest included. Only Lung_Dx-A0001's two series were among the training negatives of the
 default model (``resources/models/README.md``); the other three were not trained on, but took
 part in choosing its fine-tuning recipe.
 
-The ceiling is what the shipped model reaches (worst series 1.43 %), not the project's aim of
-0.5 %, which it misses (A0002: a lung tumour and the left lung base over the stomach); it holds
-the improvement over the previous default (3.97 % on the same series) and catches regressions.
+The ceiling is what the shipped model reaches (0.59, 0.84, 1.19, 0.98, 0.18 %; worst 1.19 %
+with the issue-17 lung masks, 1.43 % before), not the project's aim of 0.5 %, which it misses
+(A0002: a lung tumour and the left lung base over the stomach); it holds the improvement over
+the previous default (3.97 % on the same series) and catches regressions.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -30,7 +33,6 @@ import yaml
 
 from serialct.config import defaults
 from serialct.dicom.convert import convert_dicom_dir
-from serialct.histogram import write_reference
 from serialct.shipped import DEFAULT_MODEL
 from serialct.steps import segment_lesions, segment_masks
 
@@ -38,7 +40,12 @@ ROOT = Path(__file__).resolve().parents[1]
 REAL = ROOT.parent / "shared" / "data" / "real"
 LUNG_PET_CT_DX = REAL / "lung-pet-ct-dx"
 CIP = REAL / "cip-ct64-lung-mask" / "dicom"
-MAX_LESION_PERCENT = 1.6  # measured worst 1.43 % (aim 0.5 %, not met; see the docstring)
+MAX_LESION_PERCENT = 1.3  # measured worst 1.19 % (aim 0.5 %, not met; see the docstring)
+# Lung volumes of independent reference masks of these scans (benchmarks/real_lung_masks.md:
+# a -320 HU threshold, trachea and main bronchi tracked out, checked slice by slice), and the
+# issue's goal for normal real lungs: within 3 %.
+REFERENCE_LUNG_CM3 = {"ldx": 3235 + 2351, "cip": 2519 + 2219, "part": 1981 + 1360}
+LUNG_VOLUME_TOLERANCE = 0.03
 SERIES = sorted(p.parent for p in LUNG_PET_CT_DX.glob("*/*/*/1-01.dcm")) + [CIP]
 
 pytestmark = pytest.mark.integration
@@ -68,10 +75,10 @@ def test_default_model_is_silent_on_normal_lungs(series: Path, tmp_path: Path) -
     assert percent <= MAX_LESION_PERCENT
 
 
-def test_workflow_on_real_normal_chests(tmp_path: Path) -> None:
-    """The contract's workflow, default model, on both real DICOM trees: every scan's
-    ``metrics.json`` has lesion_percent <= MAX_LESION_PERCENT."""
-    sheet = tmp_path / "clinical.tsv"
+def _contract_config(tmp_path: Path, centers: dict[str, Path]) -> Path:
+    """A config with exactly the contract's keys: the default model, the shipped reference and
+    the default series limits (so Lung_Dx-A0002's 8 mm series is left out, with its reason)."""
+    sheet = tmp_path / "clinical sheet.tsv"
     pd.DataFrame(
         {
             "patient_id": ["Lung_Dx-A0001", "Lung_Dx-A0002", "123456"],
@@ -80,31 +87,56 @@ def test_workflow_on_real_normal_chests(tmp_path: Path) -> None:
             "admission_date": ["2007-04-02", "2007-04-21", "2006-01-01"],
         }
     ).to_csv(sheet, sep="\t", index=False)
-    edges = np.linspace(-1000, 0, 101)
-    reference = tmp_path / "reference.tsv"
-    write_reference(reference, edges, np.full(100, 0.01))
     config = {
         "results": str(tmp_path / "results"),
-        "centers": {
-            "ldx": {"dicom": str(LUNG_PET_CT_DX), "clinical": str(sheet)},
-            "cip": {"dicom": str(CIP), "clinical": str(sheet)},
-        },
-        "reference_histogram": str(reference),
-        "model": str(DEFAULT_MODEL),
-        "series": {"max_slice_thickness_mm": 8.0},  # Lung_Dx-A0002 has 8 mm slices only
+        "centers": {name: {"dicom": str(d), "clinical": str(sheet)} for name, d in centers.items()},
     }
-    config_path = tmp_path / "config.yaml"
-    config_path.write_text(yaml.safe_dump(config))
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def _lower_half(tmp_path: Path) -> Path:
+    """Lung_Dx-A0001's 5 mm series cut to its lower 32 slices (a scan that starts mid-chest),
+    copied into a folder whose name has spaces."""
+    series = LUNG_PET_CT_DX / "Lung_Dx-A0001" / "04-04-2007-NA-Chest-07990" / "2.000000-5mm-40805"
+    out = tmp_path / "lower half" / "A0001 from mid-chest"
+    out.mkdir(parents=True)
+    for path in sorted(series.glob("*.dcm"))[32:]:  # 1-01 is the top slice
+        shutil.copy(path, out / path.name)
+    return out.parent
+
+
+def test_workflow_on_real_chests_with_a_contract_only_config(tmp_path: Path) -> None:
+    """The contract's workflow with a contract-only config on the real chests (folder names
+    with spaces) and on a scan that starts mid-chest: lung volume, left/right, coverage QC,
+    lobes and lesion percent in every ``metrics.json``."""
+    centers = {"ldx": LUNG_PET_CT_DX, "cip": CIP, "part": _lower_half(tmp_path)}
     run = subprocess.run(
         [str(Path(sys.executable).with_name("snakemake")), "scans", "--cores", "2",
-         "--configfile", str(config_path)],
+         "--configfile", str(_contract_config(tmp_path, centers))],
         cwd=ROOT, capture_output=True, text=True, timeout=1800,
         env={**os.environ, "PYTHONHASHSEED": "0"},
     )  # fmt: skip
     assert run.returncode == 0, run.stderr[-5000:]
-    metrics = sorted((tmp_path / "results" / "scans").glob("*/*/*/metrics.json"))
-    assert len(metrics) == 3, metrics
-    for path in metrics:
-        percent = json.loads(path.read_text())["lesion_percent"]
-        print(f"{path.parent}: lesion {percent:.3f} %")
-        assert percent <= MAX_LESION_PERCENT, path
+    scans = tmp_path / "results" / "scans"
+    found = {p.parent.relative_to(scans).parts[0]: p for p in scans.glob("*/*/*/metrics.json")}
+    assert sorted(found) == ["cip", "ldx", "part"], found  # A0002: 8 mm, left out by default
+    series = pd.read_csv(tmp_path / "results" / "index" / "ldx.series.tsv", sep="\t")
+    refused = series[series["patient_id"] == "Lung_Dx-A0002"]
+    assert not refused["chosen"].any() and refused["reason"].str.contains("thickness").all()
+    for center, path in found.items():
+        metrics = json.loads(path.read_text())
+        print(center, {k: metrics[k] for k in ("lung_volume_cm3", "lesion_percent", "qc_status")})
+        assert metrics["lesion_percent"] <= MAX_LESION_PERCENT, path
+        right, left = metrics["right_lung_volume_cm3"], metrics["left_lung_volume_cm3"]
+        assert 1.0 < right / left < 1.5, path  # the right lung is the larger one
+        expected = REFERENCE_LUNG_CM3[center]
+        assert abs(metrics["lung_volume_cm3"] / expected - 1) <= LUNG_VOLUME_TOLERANCE, path
+        if center == "part":
+            assert "coverage: the scan cuts the lung apex" in metrics["qc_status"]
+            assert "lobes not placed" in metrics["qc_status"]
+            assert metrics["ai_ct_score"] is None and metrics["lesion_percent_rul"] is None
+        else:
+            assert "coverage" not in (metrics["qc_status"] or ""), path
+            assert 0 <= metrics["ai_ct_score"] <= 25
