@@ -8,14 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from lung_phantom import LUNG_SEMI, flipped, make_chest
+from lung_phantom import flipped, make_chest
+from lung_truth import phantom_image, score_mask
 
-import serialct.lung.floor as floor_module
 from serialct.config import defaults
 from serialct.constants import LUNG_LEFT, LUNG_RIGHT, MM3_PER_CM3
-from serialct.lung import lung_qc, lung_volume_cm3, segment_lungs
-from serialct.lung.floor import fit_dome
-from serialct.phantom import draw_phantom, origin_for_shape
+from serialct.lung import lung_qc, segment_lungs
+from serialct.phantom import draw_phantom
 
 REAL = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "real"
 # Middle-slice lung areas (cm2) of the real samples, checked by eye on the mask outlines
@@ -115,16 +114,6 @@ def test_flipped_storage_gives_the_same_physical_mask(chest, chest_mask, lung_cf
     assert right.mean() < left.mean()
 
 
-def test_touching_lungs_are_split(lung_cfg):
-    chest = make_chest(centre_x=LUNG_SEMI[0] - 1.5, seed=1)
-    contact = np.count_nonzero(np.diff(chest.lung.astype(np.int8), axis=2) == 1)  # R->L faces
-    assert contact > 20  # the phantom's lungs do touch
-    mask = sitk.GetArrayFromImage(segment_lungs(chest.image, lung_cfg))
-    for side in (LUNG_RIGHT, LUNG_LEFT):
-        overlap = np.count_nonzero((mask == side) & (chest.lung == side))
-        assert overlap / np.count_nonzero(chest.lung == side) > 0.97
-
-
 def test_thin_volume(chest, chest_mask, lung_cfg):
     middle = slice(20, 23)
     thin = sitk.GetImageFromArray(sitk.GetArrayFromImage(chest.image)[middle])
@@ -138,15 +127,6 @@ def test_thin_volume(chest, chest_mask, lung_cfg):
 def test_no_body_gives_an_empty_mask(lung_cfg):
     air = sitk.GetImageFromArray(np.full((3, 16, 16), -1000, dtype=np.int16))
     assert not sitk.GetArrayFromImage(segment_lungs(air, lung_cfg)).any()
-
-
-def test_lung_volume_cm3():
-    mask = np.zeros((4, 10, 10), dtype=np.uint8)
-    mask[1:3, 2:7, 2:7] = LUNG_RIGHT
-    mask[0, 0, 0] = LUNG_LEFT
-    image = sitk.GetImageFromArray(mask)
-    image.SetSpacing((2.0, 2.0, 5.0))
-    assert lung_volume_cm3(image) == pytest.approx(51 * 20.0 / MM3_PER_CM3)
 
 
 def test_speed_small_volume(timed_mask):
@@ -227,23 +207,6 @@ PHANTOM_CASES = [
 ]
 
 
-def _phantom_image(ph) -> sitk.Image:
-    image = sitk.GetImageFromArray(ph.hu)
-    image.SetSpacing(ph.spacing[::-1])
-    image.SetOrigin(origin_for_shape(ph.hu.shape)[::-1])
-    return image
-
-
-def _scores(mask: np.ndarray, ph) -> dict[str, float]:
-    truth = ph.lung > 0
-    lesion = ph.lesion > 0
-    return {
-        "dice": 2 * np.count_nonzero(mask & truth) / (mask.sum() + truth.sum()),
-        "volume": mask.sum() / truth.sum() - 1,
-        "lesion_in": float(mask[lesion].mean()) if lesion.any() else 1.0,
-    }
-
-
 @pytest.mark.parametrize(
     ("shape", "seed", "percent", "consolidation", "dice", "volume", "lesion_in"), PHANTOM_CASES
 )
@@ -253,8 +216,8 @@ def test_phantom_dice_volume_lesions(
     """Normal lungs and lungs with 30-42 % involvement, about half of it consolidated: Dice,
     volume and the share of lesion voxels inside the mask (PHANTOM_CASES)."""
     ph = draw_phantom(np.random.default_rng(seed), shape, percent, consolidation)
-    mask = sitk.GetArrayFromImage(segment_lungs(_phantom_image(ph), lung_cfg))
-    scores = _scores(mask > 0, ph)
+    mask = sitk.GetArrayFromImage(segment_lungs(phantom_image(ph), lung_cfg))
+    scores = score_mask(mask > 0, ph)
     print(seed, shape, scores)
     assert scores["dice"] >= dice
     assert abs(scores["volume"]) <= volume
@@ -266,152 +229,9 @@ def test_phantom_dice_volume_lesions(
 def test_dense_lesion_fills_do_the_work(lung_cfg):
     """Without the z-gap fill and the halo-lined deep bites much more consolidation is lost."""
     ph = draw_phantom(np.random.default_rng(8), (48, 128, 128), 42.0, 0.45)
-    image = _phantom_image(ph)
+    image = phantom_image(ph)
     dense = ph.lesion == 2
     full = sitk.GetArrayFromImage(segment_lungs(image, lung_cfg)) > 0
     bare = dict(lung_cfg, z_gap_mm=0, lesion_bite_mm=0)
     less = sitk.GetArrayFromImage(segment_lungs(image, bare)) > 0
     assert full[dense].mean() > less[dense].mean() + 0.1
-
-
-def _with_and_without_floor_fill(lung_cfg, seed, percent, consolidation):
-    ph = draw_phantom(np.random.default_rng(seed), (96, 192, 192), percent, consolidation)
-    image = _phantom_image(ph)
-    full = sitk.GetArrayFromImage(segment_lungs(image, lung_cfg)) > 0
-    bare = sitk.GetArrayFromImage(segment_lungs(image, dict(lung_cfg, floor_fill_mm=0))) > 0
-    return ph, full, bare
-
-
-def test_dense_basal_consolidation_floor_fill(lung_cfg):
-    """Half-consolidated 45 % involvement lying on the diaphragm (seed 4, 3.3 mm slices): the
-    floor and apex fills bring much of the lost consolidation back (measured here: volume
-    -6.8 % -> -2.9 %, Dice 0.959 -> 0.973; at 300x512x512 see benchmarks/lung_validation.py),
-    most of what they add is true lung, and nothing lands below or above the true lung."""
-    ph, full, bare = _with_and_without_floor_fill(lung_cfg, 4, 45.0, 0.5)
-    scores, bare_scores = _scores(full, ph), _scores(bare, ph)
-    assert bare_scores["volume"] < -0.06  # the hard case: without the fill
-    assert scores["volume"] > bare_scores["volume"] + 0.025
-    assert abs(scores["volume"]) <= 0.04
-    assert scores["dice"] >= 0.97
-    assert scores["dice"] > bare_scores["dice"] + 0.008
-    dense = ph.lesion == 2
-    assert full[dense].mean() > bare[dense].mean() + 0.08
-    added = full & ~bare
-    assert ph.lung[added].astype(bool).mean() > 0.75
-    occupied = np.flatnonzero((ph.lung > 0).any(axis=(1, 2)))
-    assert not full[: occupied[0]].any() and not full[occupied[-1] + 1 :].any()
-
-
-def test_wall_columns_of_a_lined_recess_are_filled(lung_cfg, monkeypatch):
-    """Columns of a lesion-lined costophrenic recess whose lung above the floor is only a thin
-    rim against the wall (probed outside the lung's interior) take the lining of the nearest
-    probed column, so their floor comes down too (seed 10, 40 % involved, half consolidated;
-    measured: 0.47 % of the lung added, 98 % of it true lung, Dice 0.9738 -> 0.9762).
-    FLOOR_NEIGHBOUR_MM 0 turns that rule off."""
-    ph = draw_phantom(np.random.default_rng(10), (96, 192, 192), 40.0, 0.5)
-    image = _phantom_image(ph)
-    with_rule = sitk.GetArrayFromImage(segment_lungs(image, lung_cfg)) > 0
-    monkeypatch.setattr(floor_module, "FLOOR_NEIGHBOUR_MM", 0.0)
-    without = sitk.GetArrayFromImage(segment_lungs(image, lung_cfg)) > 0
-    added = with_rule & ~without
-    assert not (without & ~with_rule).any()
-    assert np.count_nonzero(added) > 0.003 * np.count_nonzero(ph.lung)
-    assert ph.lung[added].astype(bool).mean() > 0.9
-    assert _scores(with_rule, ph)["dice"] > _scores(without, ph)["dice"] + 0.001
-
-
-def test_apex_fill_adds_true_lung(lung_cfg):
-    """The floor fill run upside down: a dense lesion capping the top of the lung (seed 5, 50 %
-    involved) comes back; what is added above the unfilled mask's top is true lung (measured:
-    0.41 % of the lung, all of it true lung)."""
-    ph, full, bare = _with_and_without_floor_fill(lung_cfg, 5, 50.0, 0.3)
-    nothing_above = ~np.logical_or.accumulate(bare[::-1], axis=0)[::-1]
-    on_top = full & ~bare & nothing_above
-    assert np.count_nonzero(on_top) > 0.002 * np.count_nonzero(ph.lung)
-    assert ph.lung[on_top].astype(bool).mean() > 0.95
-    assert _scores(full, ph)["dice"] > _scores(bare, ph)["dice"] + 0.004
-
-
-def test_dome_is_a_low_quantile_fit():
-    """The diaphragm dome under the lung, fitted to column floors where a quarter of the floors
-    lie 50 mm higher (the heart under the lung): the quantile fit stays on the dome (measured:
-    95 % of columns within 0.9 mm); a least-squares fit is tilted, 42 mm off at the 95th
-    percentile."""
-    spacing = (2.0, 2.0, 2.0)
-    y, x = np.mgrid[0:60, 0:50]
-    r2 = ((y - 30) / 30.0) ** 2 + ((x - 25) / 25.0) ** 2
-    inside = r2 < 1
-    true_mm = 20.0 + 40.0 * (1 - r2)
-    heart = inside & (x < 20) & (y < 30)
-    floor = np.round((true_mm + 50.0 * heart) / spacing[0]).astype(int)
-    dome = fit_dome(floor, inside, inside, spacing)
-    error = np.abs(dome[inside] * spacing[0] - true_mm[inside])
-    assert np.percentile(error, 95) < 2.5
-    a = np.stack([np.ones(inside.sum()), y[inside], x[inside], y[inside] ** 2,
-                  y[inside] * x[inside], x[inside] ** 2], axis=1)  # fmt: skip
-    coef, *_ = np.linalg.lstsq(a, floor[inside] * spacing[0], rcond=None)
-    assert np.percentile(np.abs(a @ coef - true_mm[inside]), 95) > 8
-
-
-def test_floor_fill_leaves_normal_lungs_alone(lung_cfg):
-    """On a normal lung (no lesion lines the floor) the fill adds almost nothing."""
-    ph, full, bare = _with_and_without_floor_fill(lung_cfg, 1, 0.0, 0.15)
-    assert np.count_nonzero(full & ~bare) < 0.003 * np.count_nonzero(ph.lung)
-    assert _scores(full, ph)["dice"] >= 0.99
-
-
-def test_work_grid_refined_at_full_resolution(lung_cfg):
-    """A coarse work grid (blocks of 2 in-plane) keeps Dice and volume."""
-    ph = draw_phantom(np.random.default_rng(3), (96, 192, 192), 30.0, 0.4)
-    image = _phantom_image(ph)
-    start = time.perf_counter()
-    coarse = sitk.GetArrayFromImage(segment_lungs(image, dict(lung_cfg, grid_mm=4.0)))
-    coarse_s = time.perf_counter() - start
-    start = time.perf_counter()
-    fine = sitk.GetArrayFromImage(segment_lungs(image, dict(lung_cfg, grid_mm=0)))
-    fine_s = time.perf_counter() - start
-    scores = _scores(coarse > 0, ph)
-    assert scores["dice"] >= 0.97 and abs(scores["volume"]) <= 0.03
-    assert coarse_s < fine_s
-    assert np.mean(coarse[fine > 0] == fine[fine > 0]) > 0.97
-
-
-def _labels(right: int, left: int, shape=(20, 40, 40), spacing=(10.0, 10.0, 10.0)):
-    """A label image with ``right`` and ``left`` voxels (1 cm3 each), away from the border."""
-    array = np.zeros(shape, dtype=np.uint8)
-    inner = np.zeros(shape, dtype=bool)
-    inner[2:-2, 2:-2, 2:-2] = True
-    cells = np.flatnonzero(inner)
-    array.reshape(-1)[cells[:right]] = LUNG_RIGHT
-    array.reshape(-1)[cells[right : right + left]] = LUNG_LEFT
-    image = sitk.GetImageFromArray(array)
-    image.SetSpacing(spacing)
-    return image
-
-
-def test_lung_qc_plausible_mask_has_no_reasons(lung_cfg):
-    assert lung_qc(_labels(2600, 2200), lung_cfg) == []
-
-
-@pytest.mark.parametrize(
-    ("right", "left", "expected"),
-    [
-        (600, 500, "lung volume 1100 cm3"),
-        (6000, 5000, "lung volume 11000 cm3"),
-        (3500, 1000, "ratio 3.50"),
-        (1000, 2500, "ratio 0.40"),
-        (3000, 0, "only the right lung"),
-    ],
-)
-def test_lung_qc_reasons(lung_cfg, right, left, expected):
-    reasons = lung_qc(_labels(right, left), lung_cfg)
-    assert any(expected in r for r in reasons), reasons
-
-
-def test_lung_qc_border(lung_cfg):
-    image = _labels(2600, 2200)
-    array = sitk.GetArrayFromImage(image)
-    array[10, 0, 5] = LUNG_LEFT
-    touching = sitk.GetImageFromArray(array)
-    touching.CopyInformation(image)
-    assert any("image border" in r for r in lung_qc(touching, lung_cfg))
