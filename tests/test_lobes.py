@@ -54,20 +54,29 @@ def _phantom_image(ph, array: np.ndarray) -> sitk.Image:
     return image
 
 
-@pytest.mark.parametrize(("seed", "percent"), [(3, 30.0), (4, 45.0)])
-def test_lobes_match_phantom_truth(seed, percent):
-    """On the phantom's own lung, each lobe overlaps its true lobe and the per-lobe lesion
-    percent (our lobes, true lesions) is within 5 points of the truth."""
-    ph = draw_phantom(np.random.default_rng(seed), (48, 128, 128), percent, 0.4)
-    lung = _phantom_image(ph, ph.lung)
-    lobes = sitk.GetArrayFromImage(segment_lobes(lung, lung))
-    truth = ph.lobe_lesion_percent()
-    for name, value in LOBE_LABELS.items():
-        ours, true = lobes == value, ph.lobes == value
-        dice = 2 * np.count_nonzero(ours & true) / (ours.sum() + true.sum())
-        assert dice > (0.85 if name == "rml" else 0.94), name
-        measured = 100 * np.count_nonzero(ph.lesion[ours]) / ours.sum()
-        assert measured == pytest.approx(truth[name], abs=5.0), name
+def test_lobes_match_phantom_truth():
+    """Planes alone (6.7 mm slices: no fissure search) on phantoms whose fissures, carina and
+    bronchi are drawn across the anatomical range (serialct.phantom), not at the textbook
+    heights the planes use: each lobe overlaps its true lobe and the per-lobe lesion percent
+    (our lobes, true lesions) is near the truth. Measured on these seeds: worst lobe Dice 0.81
+    (middle lobe 0.66), per-lobe error up to 12.3 points (a middle lobe), mean 3.0; with
+    fissures at the textbook heights (before issue 17) Dice > 0.94 and errors within 5 points,
+    which only measured the planes against the phantom that shared their constants."""
+    dice, errors = {}, []
+    for seed, percent in ((3, 30.0), (4, 45.0), (5, 20.0), (7, 35.0), (8, 42.0)):
+        ph = draw_phantom(np.random.default_rng(seed), (48, 128, 128), percent, 0.4)
+        lung = _phantom_image(ph, ph.lung)
+        lobes = sitk.GetArrayFromImage(segment_lobes(lung, lung))
+        truth = ph.lobe_lesion_percent()
+        for name, value in LOBE_LABELS.items():
+            ours, true = lobes == value, ph.lobes == value
+            overlap = 2 * np.count_nonzero(ours & true) / (ours.sum() + true.sum())
+            dice[name] = min(dice.get(name, 1.0), overlap)
+            measured = 100 * np.count_nonzero(ph.lesion[ours]) / ours.sum()
+            errors.append(abs(measured - truth[name]))
+    print(dice, max(errors), np.mean(errors))
+    assert all(d > (0.6 if name == "rml" else 0.78) for name, d in dice.items()), dice
+    assert max(errors) <= 13.0 and np.mean(errors) <= 3.5
 
 
 def test_lobes_in_anatomical_order(chest):

@@ -55,6 +55,14 @@ from serialct.orientation import back_to_grid, to_work
 
 log = logging.getLogger("serialct")
 
+# Fissure heights as fractions of the lung's height, from textbook surface anatomy of the lungs
+# (Gray's Anatomy; Moore, Clinically Oriented Anatomy: thorax): the lung reaches
+# from the neck of the 1st rib (T1) to the 10th-11th rib at the back, to the 6th costal cartilage
+# at the front; the oblique fissure runs from the T3-T4 spinous process (about the T4-T5 body)
+# at the back, (11 - 4.5) / (11 - 1) ~ 0.65-0.72 of the height, to the 6th costochondral
+# junction at the front, just above the diaphragm; the horizontal fissure follows the 4th costal
+# cartilage, about halfway up the front of the lung. The phantoms draw them from wider ranges
+# (serialct.phantom), so tests measure how far these textbook values carry.
 OBLIQUE_POSTERIOR_HEIGHT: Final = 0.70  # oblique fissure height at the back of the lung
 OBLIQUE_ANTERIOR_HEIGHT: Final = 0.06  # ... and at its front (just above the diaphragm)
 HORIZONTAL_HEIGHT: Final = 0.52  # right horizontal fissure (level)
@@ -62,7 +70,10 @@ COORDINATE_DECIMALS: Final = 3  # physical coordinates rounded to 1 um before so
 USER_LOBES_SUFFIXES: Final = (".nii.gz", ".nii", ".nrrd", ".mha")
 
 # Fissure search (thin-section CT only; see _fissure_shift)
-FISSURE_MAX_VOXEL_MM: Final = 1.5  # coarser voxels: no fissure search, the planes alone
+# coarser voxels: no fissure search, the planes alone (1.5 mm is the usual upper limit of
+# thin-section, high-resolution CT; thicker sections average the sub-millimetre pleura of a
+# fissure away into the lung around it)
+FISSURE_MAX_VOXEL_MM: Final = 1.5
 FISSURE_BAND: Final = 0.12  # searched this far (height fraction) above and below the plane
 FISSURE_ALONG_MM: Final = 1.5  # HU smoothed along x (along both fissures) first
 FISSURE_NEIGHBOUR_MM: Final = 2.0  # a fissure voxel is compared with the lung this far off

@@ -93,17 +93,22 @@ HEART_CENTER_MM: Final = (55.0, -25.0, 25.0)  # (z above lung base, y, x)
 HEART_SEMI_AXES_MM: Final = (60.0, 55.0, 55.0)  # (z, y, x)
 TRACHEA_Y_MM: Final = 20.0
 TRACHEA_RADIUS_MM: Final = 9.0
-CARINA_BELOW_APEX_MM: Final = 90.0
-BRONCHUS_END_MM: Final = (-30.0, 15.0, 42.0)  # (dz, y, |x|) of a main bronchus end
+# Anatomy that differs from patient to patient, drawn per phantom (uniform in these ranges),
+# wider than what the lung and lobe code assume, so tests of that code measure generalisation:
+CARINA_BELOW_APEX_MM: Final = (75.0, 105.0)
+BRONCHUS_END_MM: Final = ((-50.0, -25.0), 15.0, 42.0)  # (dz range, y, |x|) of a main bronchus end
 BRONCHUS_RADIUS_MM: Final = {LUNG_RIGHT: 6.5, LUNG_LEFT: 5.5}
-OBLIQUE_FISSURE: Final = (0.38, 0.32)  # height fraction = a + b * (normalised y, -1 anterior)
-HORIZONTAL_FISSURE: Final = 0.52  # height fraction of the right horizontal fissure
+# oblique fissure: height fraction at the back (normalised y +1) and at the front (-1) of the
+# lung, linear in between; right horizontal fissure: height fraction
+OBLIQUE_POSTERIOR: Final = (0.60, 0.80)
+OBLIQUE_ANTERIOR: Final = (0.0, 0.14)
+HORIZONTAL_FISSURE: Final = (0.44, 0.60)
 FISSURE_WAVE: Final = 0.03  # amplitude (height fraction) of the fissures' smooth undulation
 # Fissures are visible only on thin-section grids: the visceral pleura (FISSURE_MM of soft
 # tissue) is averaged over the voxel's extent across it (a line of about -500..-650 HU at
 # 0.7 x 0.7 x 1 mm before blur), drawn when no voxel side exceeds FISSURE_MAX_VOXEL_MM.
 FISSURE_MM: Final = 0.5
-FISSURE_MAX_VOXEL_MM: Final = 1.5
+FISSURE_MAX_VOXEL_MM: Final = 2.0  # (the lobe code searches only up to 1.5 mm)
 VESSEL_ROOT_RADIUS_MM: Final = 4.5
 VESSEL_MIN_RADIUS_MM: Final = 0.7
 VESSEL_RADIUS_RATIO: Final = 0.75
@@ -301,7 +306,14 @@ def draw_anatomy(
         (x - heart_c[2]) / hx
     ) ** 2 <= 1.0
     hu[heart] = HU_BLOOD
-    z_carina = z_apex - CARINA_BELOW_APEX_MM * s
+    # patient-to-patient anatomy from a child generator: the main stream (and so every later
+    # draw: vessels, lesions) is the same as without it
+    variation = rng.spawn(1)[0]
+    z_carina = z_apex - variation.uniform(*CARINA_BELOW_APEX_MM) * s
+    bronchus_dz = variation.uniform(*BRONCHUS_END_MM[0])
+    posterior, anterior = (variation.uniform(*r) for r in (OBLIQUE_POSTERIOR, OBLIQUE_ANTERIOR))
+    oblique = (0.5 * (posterior + anterior), 0.5 * (posterior - anterior))  # a + b * yn
+    horizontal_fissure = variation.uniform(*HORIZONTAL_FISSURE)
     airway = np.broadcast_to(x**2 + (y - TRACHEA_Y_MM) ** 2 <= TRACHEA_RADIUS_MM**2, shape) & (
         z >= z_carina
     )
@@ -309,7 +321,7 @@ def draw_anatomy(
     hila: dict[int, np.ndarray] = {}
     for side, sign in ((LUNG_RIGHT, -1.0), (LUNG_LEFT, 1.0)):
         end = np.array(
-            [z_carina + BRONCHUS_END_MM[0] * s, BRONCHUS_END_MM[1], sign * BRONCHUS_END_MM[2]]
+            [z_carina + bronchus_dz * s, BRONCHUS_END_MM[1], sign * BRONCHUS_END_MM[2]]
         )
         hila[side] = end
         hit = _capsule(axes, p_carina, end, BRONCHUS_RADIUS_MM[side])
@@ -335,13 +347,13 @@ def draw_anatomy(
         # fissures: smooth surfaces as heights above the lung base
         yn = (y - LUNG_CENTER_Y_MM) / l_ay
         wave = FISSURE_WAVE * np.sin(2 * np.pi * x / 150.0 + rng.uniform(0, 2 * np.pi))
-        z_oblique = z_base + height * (OBLIQUE_FISSURE[0] + OBLIQUE_FISSURE[1] * yn + wave)
+        z_oblique = z_base + height * (oblique[0] + oblique[1] * yn + wave)
         lower = z < z_oblique
         if fissures is not None:
             _draw_fissure(fissures, z, z_oblique, spacing, region)
         if side == LUNG_RIGHT:
             wave2 = FISSURE_WAVE * np.sin(2 * np.pi * y / 170.0 + rng.uniform(0, 2 * np.pi))
-            z_horizontal = z_base + height * (HORIZONTAL_FISSURE + wave2)
+            z_horizontal = z_base + height * (horizontal_fissure + wave2)
             middle = ~lower & (z < z_horizontal)
             if fissures is not None:
                 _draw_fissure(

@@ -16,15 +16,16 @@ log = logging.getLogger("serialct")
 # A scan cuts the lung at an end when the lung in its end slice is more than this share of the
 # lung in its widest slice. Measured on the five real chest series of ../shared/data/real
 # (benchmarks/real_lung_masks.md): 0-3.5 % at the ends of scans that cover the lungs (an 8 mm
-# slice through the bases, crumbs of partial volume at the apex); the lower half of a chest
-# (a scan that starts mid-chest) has 60-100 %.
+# slice through the bases, crumbs of partial volume at the apex); a scan that starts mid-chest
+# (Lung_Dx-A0001 cut to its lower half) has 86 %.
 COVERAGE_CUT_SHARE = 0.05
 
 
 def coverage_reasons(lung: sitk.Image) -> list[str]:
     """Whether the scan shows the lungs from apex to base: a reason for each end (top =
     superior, whatever the storage order) where the lung is cut (COVERAGE_CUT_SHARE)."""
-    labels = sitk.GetArrayViewFromImage(to_work(lung))  # LPS: index 0 is the inferior end
+    labels = sitk.GetArrayFromImage(to_work(lung))  # LPS: index 0 is the inferior end (a copy:
+    # a view of the temporary image would outlive it)
     area = np.count_nonzero(labels, axis=(1, 2)).astype(float)
     if area.max(initial=0) == 0:
         return []
