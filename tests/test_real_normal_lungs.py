@@ -6,9 +6,9 @@ carry a lung tumour). Through convert, lung mask and lesion inference with the s
 model, the lesion share of the lung must stay at or below :data:`MAX_LESION_PERCENT`; then the
 same DICOM runs through the workflow (``snakemake scans``, a contract-only config) with the
 same assertion and checks of lung volume, left/right, coverage QC and lobes on
-``metrics.json``, a scan cut to the lower half of a chest included. Only Lung_Dx-A0001's two series were among the training negatives of the
-default model (``resources/models/README.md``); the other three were not trained on, but took
-part in choosing its fine-tuning recipe.
+``metrics.json``, a scan cut to the lower half of a chest included. Only Lung_Dx-A0001's two
+series were among the training negatives of the default model (``resources/models/README.md``);
+the other three were not trained on, but took part in choosing its fine-tuning recipe.
 
 The ceiling is what the shipped model reaches (0.59, 0.84, 1.19, 0.98, 0.18 %; worst 1.19 %
 with the issue-17 lung masks, 1.43 % before), not the project's aim of 0.5 %, which it misses

@@ -320,9 +320,7 @@ def draw_anatomy(
     p_carina = np.array([z_carina, TRACHEA_Y_MM, 0.0])
     hila: dict[int, np.ndarray] = {}
     for side, sign in ((LUNG_RIGHT, -1.0), (LUNG_LEFT, 1.0)):
-        end = np.array(
-            [z_carina + bronchus_dz * s, BRONCHUS_END_MM[1], sign * BRONCHUS_END_MM[2]]
-        )
+        end = np.array([z_carina + bronchus_dz * s, BRONCHUS_END_MM[1], sign * BRONCHUS_END_MM[2]])
         hila[side] = end
         hit = _capsule(axes, p_carina, end, BRONCHUS_RADIUS_MM[side])
         if hit is not None:
