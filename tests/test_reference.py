@@ -4,11 +4,15 @@ reference built from a DICOM folder of normal scans (a real chest from ../shared
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from serialct.config import defaults
 from serialct.errors import InputError
@@ -88,3 +92,42 @@ def test_build_from_dicom_names_a_missing_folder(tmp_path) -> None:
         build_from_dicom([tmp_path / "nowhere"], tmp_path / "r.tsv", tmp_path / "s.tsv", defaults())
     with pytest.raises(InputError, match="normal_scans: no folder"):
         build_from_dicom([], tmp_path / "r.tsv", tmp_path / "s.tsv", defaults())
+
+
+@pytest.mark.integration
+def test_reference_rule_builds_a_sites_reference(tmp_path) -> None:
+    """Config normal_scans: ``snakemake reference`` builds the site's reference from the real
+    CIP chest; with the folder then unmounted the DAG still builds and nothing reruns."""
+    if not CIP.is_dir():
+        pytest.skip(f"{CIP} not present")
+    normals = tmp_path / "normal scans"
+    shutil.copytree(CIP, normals)
+    config = tmp_path / "config.yaml"
+    results = tmp_path / "results"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "results": str(results),
+                "centers": {"A": {"dicom": str(tmp_path / "none"), "clinical": "x.tsv"}},
+                "normal_scans": str(normals),
+            }
+        )
+    )
+    snakemake = [str(Path(sys.executable).with_name("snakemake")), "--cores", "1"]
+    run = subprocess.run(
+        [*snakemake, "reference", "--configfile", str(config)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    built = results / "reference" / "normal_lung_histogram.tsv"
+    edges, density = read_reference(built)
+    assert -950 <= edges[np.argmax(density)] <= -750
+    scans = pd.read_csv(built.with_suffix(".scans.tsv"), sep="\t")
+    assert scans["used"].tolist() == [True]
+    shutil.rmtree(normals)
+    again = subprocess.run(
+        [*snakemake, "reference", "--configfile", str(config), "--dry-run"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "Nothing to be done" in again.stdout + again.stderr
