@@ -409,12 +409,14 @@ def synth_cohort(
 
 def synth_index_only(out: Path, scans: int, seed: int = 0) -> Path:
     """An index-only cohort of exactly ``scans`` scans: what the index checkpoint would have
-    written (``results/index/SYNTH.tsv``, ``.series.tsv`` and one manifest per scan), the
+    written (``results/index/SYNTH.tsv``, ``.series.tsv``, ``.fingerprint`` and one manifest per
+    scan), the
     clinical and readings sheets, a flat reference histogram and a config, but no images and
     an empty DICOM folder. A dry run on it builds the full per-scan DAG (DAG-scale benchmark,
     ``benchmarks/dag_scale.py``); the per-scan jobs themselves cannot run. Returns the config.
     """
     from serialct.dicom.index import MANIFEST_SUFFIX, SERIES_TABLE_COLUMNS, series_table_path
+    from serialct.dicom.tree import fingerprint_path, tree_fingerprint
 
     if scans < 1:
         raise ValueError(f"scans must be at least 1, got {scans}")
@@ -461,6 +463,8 @@ def synth_index_only(out: Path, scans: int, seed: int = 0) -> Path:
     series.reindex(columns=list(SERIES_TABLE_COLUMNS)).to_csv(
         series_table_path(index_tsv), sep="\t", index=False
     )
+    # the tree fingerprint the index step records last (an index-only cohort's tree is empty)
+    fingerprint_path(index_tsv).write_text(tree_fingerprint(out / "dicom") + "\n")
     for row in rows:
         manifest = index_dir / CENTER_ID / row["patient_id"] / f"{row['scan_id']}{MANIFEST_SUFFIX}"
         manifest.parent.mkdir(parents=True, exist_ok=True)
