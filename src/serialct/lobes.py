@@ -23,17 +23,14 @@ columns around it and shrinks towards the plane where none is near; a fissure se
 FISSURE_MIN_COLUMNS columns leaves the plane alone (logged).
 
 Measured (benchmarks/lung_validation.py, 11 phantoms of 300x512x512 whose fissures undulate off
-the planes and are drawn as thin-section CT shows them; worst per-lobe lesion-percent error, true
-lesions): with the true lung mask, 0-4.0 points (planes alone, before: up to 6.6 at 35-50 %
-involvement); with our lung mask, up to 4.7 points except the two densest phantoms (45-48 %
-involved, half of it consolidated: 6.0 and 6.6), where the lung mask is most of the error
-(true lobes carried onto it: 6.4 and 6.1; consolidation missed along the wall, and tissue under
-the left lung's consolidated base filled in, which dilutes the left lower lobe). On coarse
-voxels (the tests' and the demo's phantoms) there is no search and the planes alone give lobe
-Dice ~0.9. Real fissures are incomplete in many patients and lesions
-hide them, so per-lobe numbers on patients are approximate: good for "which lobes are involved"
-and the 0-5 lobe scores, not for lobar volumes. Every lung voxel gets exactly one lobe of its own
-side.
+the planes, are drawn as thin-section CT shows them and, since issue 17, lie at heights drawn
+per patient from ranges wider than the planes' textbook values; worst per-lobe lesion-percent
+error, true lesions): with the true lung mask 0-11.9 points, with our lung mask 0-10.5 (on
+phantoms drawn at the textbook heights: 0-4.0 and up to 6.6). On coarse voxels (the tests' and
+the demo's phantoms) there is no search and the planes alone decide. Real fissures are
+incomplete in many patients and lesions hide them, so per-lobe numbers on patients are
+approximate: good for "which lobes are involved" and the 0-5 lobe scores, not for lobar volumes.
+Every lung voxel gets exactly one lobe of its own side.
 
 User lobe masks: ``user_lobes_path`` finds the file of a scan in the ``lobes_from`` folder,
 ``load_user_lobes`` resamples it (nearest neighbour) onto the CT grid.

@@ -409,11 +409,11 @@ def synth_cohort(
 
 def synth_index_only(out: Path, scans: int, seed: int = 0) -> Path:
     """An index-only cohort of exactly ``scans`` scans: what the index checkpoint would have
-    written (``results/index/SYNTH.tsv``, ``.series.tsv``, ``.fingerprint`` and one manifest per
-    scan), the
-    clinical and readings sheets, a flat reference histogram and a config, but no images and
-    an empty DICOM folder. A dry run on it builds the full per-scan DAG (DAG-scale benchmark,
-    ``benchmarks/dag_scale.py``); the per-scan jobs themselves cannot run. Returns the config.
+    written (``results/index/SYNTH.tsv``, ``.series.tsv``, ``.fingerprint`` and one manifest
+    per scan), the clinical and readings sheets, a flat reference histogram and a config,
+    but no images and an empty DICOM folder. A dry run on it builds the full per-scan DAG
+    (DAG-scale benchmark, ``benchmarks/dag_scale.py``); the per-scan jobs themselves cannot
+    run. Returns the config.
     """
     from serialct.dicom.index import MANIFEST_SUFFIX, SERIES_TABLE_COLUMNS, series_table_path
     from serialct.dicom.tree import fingerprint_path, tree_fingerprint
