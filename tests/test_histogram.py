@@ -13,6 +13,7 @@ from serialct.histogram import (
     hellinger,
     histogram_edges,
     histogram_iou,
+    histogram_outside_percent,
     lung_histogram,
     read_reference,
     write_reference,
@@ -33,7 +34,7 @@ def test_lung_histogram_by_hand() -> None:
 
 def test_default_config_bins() -> None:
     edges = histogram_edges(defaults()["histogram"])
-    assert edges[0] == -1000 and edges[-1] == 0 and len(edges) == 101
+    assert edges[0] == -1024 and edges[-1] == 200 and len(edges) == 154  # 8 HU bins
 
 
 def test_empty_mask_gives_zeros() -> None:
@@ -96,3 +97,26 @@ def test_bad_reference_raises(tmp_path: Path, text: str, match: str) -> None:
 def test_missing_reference_raises(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="not found"):
         read_reference(tmp_path / "nope.tsv")
+
+
+@pytest.mark.parametrize(("kind", "hu"), [("ground glass", -500.0), ("consolidation", 30.0)])
+def test_distances_grow_with_involvement_whatever_its_density(kind, hu) -> None:
+    """Issue 18: with the default bins, Hellinger distance grows and IoU falls as a larger share
+    of a normal lung turns to ground glass or to consolidation alike (before: consolidation at
+    +30 HU fell outside -1000..0 HU and was dropped, so it barely moved either), and the share
+    of lung voxels outside the bins is reported."""
+    cfg = defaults()["histogram"]
+    rng = np.random.default_rng(0)
+    normal = rng.normal(-850, 60, 200_000)
+    mask = np.ones(normal.size, dtype=bool)
+    _, reference = lung_histogram(normal, mask, cfg)
+    distances, ious = [], []
+    for share in (0.0, 0.1, 0.2, 0.3):
+        lung = normal.copy()
+        lung[: int(share * lung.size)] = rng.normal(hu, 30, int(share * lung.size))
+        _, density = lung_histogram(lung, mask, cfg)
+        distances.append(hellinger(density, reference))
+        ious.append(histogram_iou(density, reference))
+        assert histogram_outside_percent(lung, mask, cfg) < 1.0  # the bins hold the lung
+    assert np.all(np.diff(distances) > 0.05), (kind, distances)
+    assert np.all(np.diff(ious) < -0.05), (kind, ious)

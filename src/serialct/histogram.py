@@ -43,6 +43,17 @@ def lung_histogram(
     return edges, density
 
 
+def histogram_outside_percent(hu: np.ndarray, mask: np.ndarray, hist_cfg: dict[str, Any]) -> float:
+    """Percent of the voxels in ``mask`` whose HU falls outside the histogram's bins (they are
+    left out of the histogram; a large share means the bins miss part of the lung)."""
+    edges = histogram_edges(hist_cfg)
+    values = hu[mask.astype(bool)]
+    if values.size == 0:
+        return 0.0
+    outside = np.count_nonzero((values < edges[0]) | (values >= edges[-1]))
+    return 100.0 * outside / values.size
+
+
 def _normalised(p: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     p, q = np.asarray(p, dtype=float), np.asarray(q, dtype=float)
     if p.shape != q.shape:

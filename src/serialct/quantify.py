@@ -107,6 +107,9 @@ def quantify_scan(
             "reference histogram: its bins differ from config histogram "
             "(min_hu/max_hu/bin_width_hu); rebuild it with `serialct reference`"
         )
+    metrics["histogram_outside_percent"] = histogram.histogram_outside_percent(
+        np.asarray(hu), np.asarray(in_lung), config["histogram"]
+    )
     metrics["hellinger"] = histogram.hellinger(density, ref_density)
     metrics["iou"] = histogram.histogram_iou(density, ref_density)
     return metrics

@@ -27,7 +27,8 @@ SCAN_COLUMNS = [
     "days_since_admission", "timepoint", "lung_volume_cm3", "lesion_volume_cm3",
     "ggo_volume_cm3", "consolidation_volume_cm3", "lesion_percent", "ggo_percent",
     "consolidation_percent", *[f"lesion_percent_{lobe}" for lobe in LOBES], "involved_lobes",
-    "ai_ct_score", "hellinger", "iou", "ct_score", "reader_involved_lobes", "qc_status",
+    "ai_ct_score", "hellinger", "iou", "histogram_outside_percent", "ct_score",
+    "reader_involved_lobes", "qc_status",
 ]  # fmt: skip
 
 
