@@ -43,6 +43,7 @@ def scan():
 def test_volumes_percents_and_scores(scan):
     ct, lung, lobes, lesion, hu, lung_a = scan
     cfg = defaults()
+    cfg["ct_score"]["min_lesion_cm3"] = 0.1  # the box lungs are 3 cm3 each
     reference = histogram.lung_histogram(np.full_like(hu, -850), lung_a > 0, cfg["histogram"])
     m = quantify_scan(ct, lung, lobes, lesion, reference, cfg)
     voxel_cm3 = 3.0 / 1000
@@ -59,6 +60,9 @@ def test_volumes_percents_and_scores(scan):
     assert m["ai_ct_score"] == 3
     assert 0 < m["hellinger"] <= 1
     assert 0 <= m["iou"] < 1
+    # with the default minimum (1 cm3) the 0.45 cm3 in the RUL is a speck: no lobe involved
+    m = quantify_scan(ct, lung, lobes, lesion, reference, defaults())
+    assert m["ai_score_rul"] == 0 and m["involved_lobes"] == 0 and m["ai_ct_score"] == 0
 
 
 def test_normal_lung_matches_its_own_reference(scan):

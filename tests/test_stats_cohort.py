@@ -68,7 +68,7 @@ def test_full_cohort_pipeline(tmp_path: Path) -> None:
         "Key numbers vs the paper",
         "0.920",
         "[-750, -300]",
-        "[0, 5, 25, 50, 75]",
+        "[6, 26, 50, 76]",
     ):
         assert text in html
 

@@ -74,7 +74,8 @@ def quantify_scan(
         metrics[f"{kind}_percent"] = _percent(metrics[f"{kind}_volume_cm3"], lung_cm3)
 
     bins = config["ct_score"]["bins"]
-    lobe_percents: dict[str, float] = {}
+    min_cm3 = float(config["ct_score"]["min_lesion_cm3"])
+    scores: dict[str, int] = {}
     empty = []
     for name, label in LOBE_LABELS.items():
         in_lobe = (lobes_a == label) & in_lung  # lobe voxels inside the lung only
@@ -84,9 +85,11 @@ def quantify_scan(
             empty.append(name)
             metrics[f"lesion_percent_{name}"] = metrics[f"ai_score_{name}"] = None
             continue
-        lobe_percents[name] = _percent(cm3(in_lobe & is_lesion), lobe_cm3)
-        metrics[f"lesion_percent_{name}"] = lobe_percents[name]
-        metrics[f"ai_score_{name}"] = ctscore.lobe_score(lobe_percents[name], bins)
+        lesion_cm3 = cm3(in_lobe & is_lesion)
+        percent = _percent(lesion_cm3, lobe_cm3)
+        metrics[f"lesion_percent_{name}"] = percent
+        scores[name] = ctscore.lobe_score(percent, bins, lesion_cm3, min_cm3)
+        metrics[f"ai_score_{name}"] = scores[name]
     if empty:  # a score over fewer than five lobes would read as a lower score
         metrics["involved_lobes"] = metrics["ai_ct_score"] = None
         metrics["lobe_messages"] = [
@@ -94,8 +97,8 @@ def quantify_scan(
             "lobes and AI CT score left empty"
         ]
     else:
-        metrics["involved_lobes"] = ctscore.involved_lobes(lobe_percents, bins)
-        metrics["ai_ct_score"] = ctscore.total_score(lobe_percents, bins)
+        metrics["involved_lobes"] = ctscore.involved_lobes(scores)
+        metrics["ai_ct_score"] = ctscore.total_score(scores)
         metrics["lobe_messages"] = []
 
     ref_edges, ref_density = reference

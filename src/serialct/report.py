@@ -339,7 +339,14 @@ def _settings_section(config: dict[str, Any]) -> str:
         ("consolidation", "Consolidation HU range [min, max)"),
     ):
         rows.append((label, str(config.get("hu", {}).get(key, ""))))
-    rows.append(("CT score per-lobe percent bins", str(config.get("ct_score", {}).get("bins", ""))))
+    score = config.get("ct_score", {})
+    rows.append(
+        (
+            "CT score: whole-percent lower bounds of lobe scores 2-5; least lesion of an "
+            "involved lobe (cm3)",
+            f"{score.get('bins', '')}; {score.get('min_lesion_cm3', '')}",
+        )
+    )
     for name, tp in config.get("timepoints", {}).items():
         rows.append(
             (
