@@ -223,6 +223,7 @@ def test_pooled_readings_attach_to_their_own_centre(tmp_path: Path) -> None:
     from serialct.steps import cohort_stats
 
     scans_a, clin_a, scans_b, clin_b = _two_centres_same_ids()
+    scans_b = scans_b.assign(ct_score=np.nan)  # B's scores come in its readings sheet
     paths_a = write_sheets(scans_a, clin_a, tmp_path / "A")
     paths_b = write_sheets(scans_b, clin_b, tmp_path / "B")
     readings_b = tmp_path / "B" / "readings.tsv"

@@ -240,13 +240,16 @@ def read_scans_table(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     frame = _validate(_read_text(path), load_schema("scans"), path)
     _duplicates(frame, ["center", "patient_id", "scan_id"], path)
+    if "ct_score" not in frame.columns:  # no readings in it: they may come beside it
+        frame["ct_score"] = np.nan
     return frame
 
 
 def attach_readings(scans: pd.DataFrame, readings: pd.DataFrame) -> pd.DataFrame:
     """Copy of ``scans`` with ct_score (and reader_involved_lobes) from the readings.
 
-    Scans are matched on patient_id and study date; a reading replaces an existing ct_score.
+    Scans are matched on patient_id and study date; a reading fills ct_score (``cohort_stats``
+    refuses one that differs from a score the scans table already holds).
     Readings without a scan are logged.
     """
     out = scans.copy()

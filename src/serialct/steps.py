@@ -254,7 +254,10 @@ def cohort_stats(
     from serialct.stats.cohort import run_cohort_stats
 
     clinical_frames = [(Path(p), sheets.read_clinical(Path(p))) for p in clinical_sheets]
-    scans = pd.concat([sheets.read_scans_table(Path(p)) for p in scans_tables], ignore_index=True)
+    scans = pd.concat(
+        [sheets.read_scans_table(Path(p)).assign(_table=str(p)) for p in scans_tables],
+        ignore_index=True,
+    )
     if scans.empty:
         raise InputError(
             f"{', '.join(map(str, scans_tables))}: no scans to analyse (an empty index: the "
@@ -273,6 +276,7 @@ def cohort_stats(
         )
     for path in readings_sheets:
         readings = _sheet_center(sheets.read_readings(Path(path)), scans, Path(path))
+        _refuse_conflicting_scores(scans, readings, Path(path))
         if "center" not in readings.columns:
             scans = sheets.attach_readings(scans, readings)
             continue
@@ -282,7 +286,26 @@ def cohort_stats(
             ignore_index=True,
         )
     with atomic_files(Path(out_dir)) as tmp_dir:
-        run_cohort_stats(scans, clinical, config, tmp_dir)
+        run_cohort_stats(scans.drop(columns="_table"), clinical, config, tmp_dir)
+
+
+def _refuse_conflicting_scores(scans: pd.DataFrame, readings: pd.DataFrame, path: Path) -> None:
+    """InputError when a reading's ct_score differs from the one a scans table already holds
+    for the same scan (patient_id and study date; same centre when the readings have one)."""
+    keys = ["patient_id", "_date"] + (["center"] if "center" in readings.columns else [])
+    scored = scans[scans["ct_score"].notna()].assign(
+        _date=lambda f: pd.to_datetime(f["study_date"]).dt.normalize()
+    )
+    given = readings.assign(_date=pd.to_datetime(readings["study_date"]).dt.normalize())
+    both = scored.merge(given[[*keys, "ct_score"]], on=keys, suffixes=("", "_reading"))
+    differ = both[both["ct_score"] != both["ct_score_reading"]]
+    if not differ.empty:
+        row = differ.iloc[0]
+        raise InputError(
+            f"{path}: ct_score {row['ct_score_reading']:g} of {row['patient_id']} on "
+            f"{row['_date']:%Y-%m-%d} differs from {row['ct_score']:g} in {row['_table']} "
+            f"({len(differ)} such scans); give each scan's CT score in one of the two"
+        )
 
 
 def _reference_on_bins(path: Path, config: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:

@@ -106,13 +106,15 @@ def prepare_scans(scans: pd.DataFrame, clinical: pd.DataFrame, tp_cfg: dict) -> 
             ", ".join(sorted(frame.loc[~known, "patient_id"].astype(str).unique())),
         )
     frame = frame.assign(severity=severity)[known].reset_index(drop=True)
-    has_tp = (
-        "timepoint" in frame.columns
-        and frame["timepoint"].notna().any()
-        and (frame["timepoint"].astype(str).str.strip() != "").any()
-    )
-    if not has_tp:
-        frame["timepoint"] = assign_timepoints(frame, tp_cfg)
+    # rows that carry a time point keep it (a centre's own); every other row, whatever the rest
+    # of a pooled table carries, gets one assigned from its days since admission
+    given = frame["timepoint"] if "timepoint" in frame.columns else pd.Series(pd.NA, frame.index)
+    given = given.astype("string").str.strip().replace("", pd.NA)
+    missing = given.isna()
+    if missing.any():
+        given = given.copy()
+        given[missing] = assign_timepoints(frame[missing], tp_cfg)
+    frame["timepoint"] = given
     if frame["ct_score"].isna().all():
         log.warning("no CT scores (readings): CT score statistics are left empty")
     return frame
