@@ -84,3 +84,32 @@ def test_mismatched_grid_is_refused(scan):
     small = _image(np.zeros((5, 5, 5), np.uint8))
     with pytest.raises(InputError, match="lesion: grid"):
         quantify_scan(ct, lung, lobes, small, reference, cfg)
+
+
+def test_an_empty_lobe_gives_empty_lobe_values_and_score(scan):
+    """Issue 18: a lung whose left lower lobe has no voxels reported lesion_percent_lll 0.0 and
+    a full AI CT score; now its per-lobe values, involved lobes and the score are empty, with
+    the reason."""
+    ct, lung, lobes, lesion, hu, lung_a = scan
+    array = sitk.GetArrayFromImage(lobes)
+    array[array == LOBE_LABELS["lll"]] = LOBE_LABELS["lul"]
+    cfg = defaults()
+    reference = histogram.lung_histogram(np.full_like(hu, -850), lung_a > 0, cfg["histogram"])
+    m = quantify_scan(ct, lung, _image(array), lesion, reference, cfg)
+    assert m["lesion_percent_lll"] is None and m["ai_score_lll"] is None
+    assert m["ai_ct_score"] is None and m["involved_lobes"] is None
+    assert any("lll" in message for message in m["lobe_messages"])
+
+
+def test_lobe_denominators_count_lobe_voxels_inside_the_lung(scan):
+    """User lobes (lobes_from) may reach outside the lung mask: a lobe's percent divides by its
+    voxels inside the lung only (before, 500 extra RUL voxels outside the lung halved it)."""
+    ct, lung, lobes, lesion, hu, lung_a = scan
+    array = sitk.GetArrayFromImage(lobes)
+    outside = (lung_a == 0) & (array == 0)
+    extra = np.flatnonzero(outside)[:500]
+    array.reshape(-1)[extra] = LOBE_LABELS["rul"]
+    cfg = defaults()
+    reference = histogram.lung_histogram(np.full_like(hu, -850), lung_a > 0, cfg["histogram"])
+    m = quantify_scan(ct, lung, _image(array), lesion, reference, cfg)
+    assert m["lesion_percent_rul"] == pytest.approx(30.0)
