@@ -58,3 +58,18 @@ def test_a_reading_that_contradicts_the_table_names_both_files(tmp_path: Path) -
     readings.to_csv(readings_path, sep="\t", index=False)
     with pytest.raises(InputError, match=r"readings\.tsv.*a\.tsv|a\.tsv.*readings\.tsv"):
         cohort_stats([a], [a_clin], [readings_path], defaults(), tmp_path / "stats")
+
+
+def test_implausible_scans_fail_out_and_are_listed(tmp_path: Path) -> None:
+    """Issue 18 point 6: a scan whose lung is implausible (qc_status fail) is left out of the
+    statistics and listed in stats/excluded.tsv with why."""
+    a, _, a_clin, _ = _tables(tmp_path)
+    scans = pd.read_csv(a, sep="\t")
+    scans.loc[0, "qc_status"] = "fail: lung volume 53 cm3 outside the plausible 1500-9000 cm3"
+    scans.to_csv(a, sep="\t", index=False)
+    cohort_stats([a], [a_clin], [], defaults(), tmp_path / "stats")
+    excluded = pd.read_csv(tmp_path / "stats" / "excluded.tsv", sep="\t")
+    assert len(excluded) == 1
+    assert excluded["reason"].str.contains("lung volume 53 cm3").all()
+    points = pd.read_csv(tmp_path / "stats" / "timepoints.tsv", sep="\t")
+    assert len(points) == len(scans) - 1

@@ -387,6 +387,18 @@ def _skipped_series_section(series_tables: list[Path]) -> str:
     )
 
 
+def _excluded_section(stats_dir: Path) -> str:
+    """Scans left out of the statistics, each with its reason (stats/excluded.tsv)."""
+    excluded = _read_tsv(stats_dir / "excluded.tsv")
+    if excluded is None:
+        return ""
+    body = _table_html(excluded) if len(excluded) else '<p class="note">no scan was left out</p>'
+    return f"<h2>Scans left out of the statistics ({len(excluded)})</h2>{body}" + _caption(
+        "From stats/excluded.tsv: failed QC (an implausible lung volume, left/right ratio or a "
+        "scan that cuts the lungs fails) or no clinical row."
+    )
+
+
 def _qc_section(qc_pngs: list[Path]) -> str:
     parts = [
         f"<h2>QC overlays ({len(qc_pngs)} scans)</h2>",
@@ -440,6 +452,7 @@ def write_report(
         for p in figures
     )
     sections.append("<h2>Figures</h2>" + (figures_html or '<p class="note">none</p>'))
+    sections.append(_excluded_section(stats_dir))
     sections.append(_qc_section(list(qc_pngs)))
     sections.append(_skipped_series_section(series_tables or []))
     sections.append(_settings_section(config))

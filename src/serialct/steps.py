@@ -118,7 +118,7 @@ def segment_masks(
     returned and written to ``lung_qc.json`` beside ``lung_out``."""
     from serialct.lobes import load_user_lobes, segment_lobes
     from serialct.lung import lung_qc, segment_lungs
-    from serialct.lung.qc import coverage_reasons
+    from serialct.lung.qc import coverage_reasons, implausible_reasons
 
     ct = _read_image(ct_path)
     with _Timer("lung mask"):
@@ -139,7 +139,11 @@ def segment_masks(
     _write_image(lobes, lobes_out)
     _write_json(
         Path(lung_out).parent / "lung_qc.json",
-        {"qc_messages": reasons, "lobes": str(user_lobes) if user_lobes else "approximate"},
+        {
+            "qc_messages": reasons,
+            "qc_fail": implausible_reasons(lung, config["lung"]),
+            "lobes": str(user_lobes) if user_lobes else "approximate",
+        },
     )
     return reasons
 
@@ -179,12 +183,19 @@ def quantify_scan(
     }
     metrics["qc_messages"] = identity.get("qc_messages", [])
     lung_qc = scan_dir / "lung_qc.json"
-    lung_reasons = json.loads(lung_qc.read_text())["qc_messages"] if lung_qc.is_file() else []
-    lung_reasons = [*lung_reasons, *measured.pop("lobe_messages")]
+    qc = json.loads(lung_qc.read_text()) if lung_qc.is_file() else {}
+    lung_reasons = [*qc.get("qc_messages", []), *measured.pop("lobe_messages")]
     if lung_reasons:
         metrics["qc_messages"] = [*metrics["qc_messages"], *lung_reasons]
         status = metrics["qc_status"] or "ok"
-        prefix = "warn: " if status == "ok" else f"{status}; "
+        # an implausible lung (volume, left/right, coverage) fails out of the statistics
+        level = "fail" if qc.get("qc_fail") else "warn"
+        if status == "ok":
+            prefix = f"{level}: "
+        elif level == "fail" and not status.startswith(("fail", "error")):
+            prefix = f"fail: {status}; "
+        else:
+            prefix = f"{status}; "
         metrics["qc_status"] = prefix + "; ".join(lung_reasons)
     metrics.update(measured)
     _write_json(metrics_out, metrics)

@@ -46,11 +46,11 @@ def lung_volume_cm3(lung: sitk.Image) -> float:
     return float(np.count_nonzero(sitk.GetArrayViewFromImage(lung))) * voxel_mm3 / MM3_PER_CM3
 
 
-def lung_qc(lung: sitk.Image, config_lung: dict[str, Any]) -> list[str]:
-    """Reasons to doubt a lung mask (empty list: plausible): total volume outside
-    ``qc_volume_cm3``, right/left volume ratio outside ``qc_lr_ratio`` or one lung missing, the
-    mask touching the image's in-plane border (field of view cuts the lung), and the scan's
-    coverage of the lungs (``coverage_reasons``)."""
+def implausible_reasons(lung: sitk.Image, config_lung: dict[str, Any]) -> list[str]:
+    """Reasons a lung mask cannot be measured like the others (empty list: plausible): total
+    volume outside ``qc_volume_cm3``, right/left volume ratio outside ``qc_lr_ratio`` or one
+    lung missing, and a scan that cuts the lungs (``coverage_reasons``). Such a scan fails out
+    of the cohort statistics."""
     labels = sitk.GetArrayViewFromImage(lung)
     cm3 = float(np.prod(lung.GetSpacing())) / MM3_PER_CM3
     right = np.count_nonzero(labels == LUNG_RIGHT) * cm3
@@ -70,11 +70,18 @@ def lung_qc(lung: sitk.Image, config_lung: dict[str, Any]) -> list[str]:
             reasons.append(
                 f"right/left lung volume ratio {right / left:.2f} outside {low:.2f}-{high:.2f}"
             )
+    return reasons + coverage_reasons(lung)
+
+
+def lung_qc(lung: sitk.Image, config_lung: dict[str, Any]) -> list[str]:
+    """Reasons to doubt a lung mask (empty list: plausible): the ``implausible_reasons`` and
+    the mask touching the image's in-plane border (field of view cuts the lung?)."""
+    reasons = implausible_reasons(lung, config_lung)
+    labels = sitk.GetArrayViewFromImage(lung)
     if labels.size and labels.any():
         lung_any = labels > 0
         if lung_any[:, [0, -1], :].any() or lung_any[:, :, [0, -1]].any():
             reasons.append("lung mask touches the image border (field of view cuts the lung?)")
-    reasons.extend(coverage_reasons(lung))
     for reason in reasons:
         log.warning("lung QC: %s", reason)
     return reasons

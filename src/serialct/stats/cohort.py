@@ -29,6 +29,7 @@ from serialct.timepoints import assign_timepoints
 log = logging.getLogger("serialct")
 
 QC_EXCLUDED = ("error", "fail")  # qc_status prefixes of scans left out of the statistics
+EXCLUDED_COLUMNS = ("center", "patient_id", "scan_id", "study_date")  # of stats/excluded.tsv
 NUMERIC = ("days_since_onset", "days_since_admission", "ct_score", "lesion_percent")
 
 
@@ -70,9 +71,19 @@ def pool(scans: pd.DataFrame, clinical: pd.DataFrame) -> tuple[pd.DataFrame, pd.
     return scans, clinical.reset_index(drop=True)
 
 
-def prepare_scans(scans: pd.DataFrame, clinical: pd.DataFrame, tp_cfg: dict) -> pd.DataFrame:
-    """Scans of patients in the clinical sheet, failed QC dropped, with a ``timepoint`` column."""
+def prepare_scans(
+    scans: pd.DataFrame, clinical: pd.DataFrame, tp_cfg: dict,
+    excluded: list[pd.DataFrame] | None = None,
+) -> pd.DataFrame:  # fmt: skip
+    """Scans of patients in the clinical sheet, failed QC dropped, with a ``timepoint`` column.
+    The scans left out are appended to ``excluded`` (when given) with a ``reason`` column."""
     frame = scans.reset_index(drop=True).copy()
+
+    def leave_out(rows: pd.Series, reason: pd.Series | str) -> None:
+        if excluded is not None and rows.any():
+            keep = [c for c in EXCLUDED_COLUMNS if c in frame.columns]
+            excluded.append(frame.loc[rows, keep].assign(reason=reason))
+
     for column in NUMERIC:
         if column not in frame.columns:
             frame[column] = math.nan
@@ -80,6 +91,7 @@ def prepare_scans(scans: pd.DataFrame, clinical: pd.DataFrame, tp_cfg: dict) -> 
     if "qc_status" in frame.columns:
         status = frame["qc_status"].fillna("").astype(str).str.strip().str.lower()
         failed = status.str.startswith(QC_EXCLUDED)
+        leave_out(failed, "qc_status: " + frame.loc[failed, "qc_status"].astype(str))
         if failed.any():
             log.warning(
                 "%d scans with qc_status error/fail left out of the statistics",
@@ -105,6 +117,7 @@ def prepare_scans(scans: pd.DataFrame, clinical: pd.DataFrame, tp_cfg: dict) -> 
             int((~known).sum()),
             ", ".join(sorted(frame.loc[~known, "patient_id"].astype(str).unique())),
         )
+    leave_out(~known, "no clinical row or severity for this patient")
     frame = frame.assign(severity=severity)[known].reset_index(drop=True)
     # rows that carry a time point keep it (a centre's own); every other row, whatever the rest
     # of a pooled table carries, gets one assigned from its days since admission
@@ -254,9 +267,10 @@ def run_cohort_stats(
     scans: pd.DataFrame, clinical: pd.DataFrame, config: dict, out_dir: Path
 ) -> list[Path]:
     """Write table1.tsv ... table5.tsv, correlations.tsv, curve_fits.tsv, peaks.tsv,
-    mixed_model.tsv, centers.tsv, timepoints.tsv and summary.json into ``out_dir`` (created);
-    returns the paths. Scans without a severity (own or from ``clinical``) and scans with failed
-    QC are left out; the clinical sheet is limited to patients with scans."""
+    mixed_model.tsv, centers.tsv, timepoints.tsv, excluded.tsv and summary.json into ``out_dir``
+    (created); returns the paths. Scans without a severity (own or from ``clinical``) and scans
+    whose qc_status is error or fail are left out, each listed in excluded.tsv with its reason;
+    the clinical sheet is limited to patients with scans."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     scans, clinical = pool(scans, clinical)
@@ -267,7 +281,8 @@ def run_cohort_stats(
             int(repeated.sum()),
         )
         clinical = clinical[~repeated].reset_index(drop=True)
-    frame = prepare_scans(scans, clinical, config["timepoints"])
+    left_out: list[pd.DataFrame] = []
+    frame = prepare_scans(scans, clinical, config["timepoints"], left_out)
     with_scans = clinical["patient_id"].isin(frame["patient_id"])
     if not with_scans.all():
         log.warning(
@@ -282,6 +297,12 @@ def run_cohort_stats(
         _write(table, out_dir / name)
         written.append(out_dir / name)
 
+    excluded = (
+        pd.concat(left_out, ignore_index=True)
+        if left_out
+        else pd.DataFrame(columns=[*EXCLUDED_COLUMNS, "reason"])
+    )
+    write(excluded, "excluded.tsv")
     write(table1(patients, frame), "table1.tsv")
     write(table2(frame), "table2.tsv")
     write(table3(frame), "table3.tsv")
