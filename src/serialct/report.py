@@ -387,6 +387,23 @@ def _skipped_series_section(series_tables: list[Path]) -> str:
     )
 
 
+def _repeated_section(stats_dir: Path) -> str:
+    """stats/repeated_measures.tsv: correlations that count patients, not scans."""
+    table = _read_tsv(stats_dir / "repeated_measures.tsv")
+    if table is None or table.empty:
+        return ""
+    return (
+        "<h2>CT score vs lesion percent, repeated scans accounted for</h2>"
+        + _table_html(table)
+        + _caption(
+            "spearman_patient_bootstrap: the paper's all-scan Spearman (every scan counted as "
+            "independent, so its p is too small) with a 95 % interval from resampling patients; "
+            "rm_corr: the repeated-measures correlation (Bakdash & Marusich 2017), the "
+            "within-patient association, with df = scans - patients - 1 and its own 95 % interval."
+        )
+    )
+
+
 def _excluded_section(stats_dir: Path) -> str:
     """Scans left out of the statistics, each with its reason (stats/excluded.tsv)."""
     excluded = _read_tsv(stats_dir / "excluded.tsv")
@@ -452,6 +469,7 @@ def write_report(
         for p in figures
     )
     sections.append("<h2>Figures</h2>" + (figures_html or '<p class="note">none</p>'))
+    sections.append(_repeated_section(stats_dir))
     sections.append(_excluded_section(stats_dir))
     sections.append(_qc_section(list(qc_pngs)))
     sections.append(_skipped_series_section(series_tables or []))

@@ -26,6 +26,7 @@ STATS_FILES = [
     f"{RESULTS}/stats/mixed_model.tsv",
     f"{RESULTS}/stats/centers.tsv",
     f"{RESULTS}/stats/excluded.tsv",
+    f"{RESULTS}/stats/repeated_measures.tsv",
 ]
 FIGURES = [f"{RESULTS}/figures/figure{i}.png" for i in (2, 3, 4)]
 PER_SCAN = ["ct.nii.gz", "lung.nii.gz", "lobes.nii.gz", "lesion.nii.gz", "metrics.json", "qc.png"]

@@ -23,6 +23,7 @@ from serialct.stats.correlation import correlation_table, spearman
 from serialct.stats.curves import curve_fit_table
 from serialct.stats.describe import median_iqr
 from serialct.stats.longitudinal import bootstrap_peaks, mixed_model
+from serialct.stats.repeated import repeated_measures_table
 from serialct.stats.tables import table1, table2, table3, table4, table5
 from serialct.timepoints import assign_timepoints
 
@@ -267,7 +268,8 @@ def run_cohort_stats(
     scans: pd.DataFrame, clinical: pd.DataFrame, config: dict, out_dir: Path
 ) -> list[Path]:
     """Write table1.tsv ... table5.tsv, correlations.tsv, curve_fits.tsv, peaks.tsv,
-    mixed_model.tsv, centers.tsv, timepoints.tsv, excluded.tsv and summary.json into ``out_dir``
+    mixed_model.tsv, centers.tsv, repeated_measures.tsv, timepoints.tsv, excluded.tsv and
+    summary.json into ``out_dir``
     (created); returns the paths. Scans without a severity (own or from ``clinical``) and scans
     whose qc_status is error or fail are left out, each listed in excluded.tsv with its reason;
     the clinical sheet is limited to patients with scans."""
@@ -318,6 +320,8 @@ def run_cohort_stats(
     write(bootstrap_peaks(frame, int(opts["bootstrap"]), int(opts["seed"])), "peaks.tsv")
     write(mixed_model(frame, int(opts["min_patients_mixed"])), "mixed_model.tsv")
     write(center_table(frame), "centers.tsv")
+    write(repeated_measures_table(frame, int(opts["bootstrap"]), int(opts["seed"])),
+          "repeated_measures.tsv")  # fmt: skip
     out = frame.copy()
     if "source_patient_id" in out.columns:
         out["patient_id"] = out["source_patient_id"]
