@@ -10,7 +10,7 @@ import SimpleITK as sitk
 import torch
 
 from serialct.config import defaults
-from serialct.constants import HU_AIR, LESION_CONSOLIDATION, LESION_GGO, LESION_OTHER
+from serialct.constants import HU_AIR, LESION_CONSOLIDATION, LESION_GGO
 from serialct.errors import InputError
 from serialct.lesion.checkpoint import save_checkpoint
 from serialct.lesion.infer import (
@@ -145,10 +145,10 @@ def test_segment_all_lesion_model(tmp_path: Path, spacing, size) -> None:
     block = lung_arr.copy()
     block[0, 1, 1] = False
     assert ((labels > 0) == block).all()
-    assert set(np.unique(labels)) == {0, LESION_GGO, LESION_CONSOLIDATION, LESION_OTHER}
+    assert set(np.unique(labels)) == {0, LESION_GGO, LESION_CONSOLIDATION}
     assert (labels[hu == -500] == LESION_GGO).all()
     assert (labels[(hu == 20) & block] == LESION_CONSOLIDATION).all()
-    assert (labels[(hu == -850) & block] == LESION_OTHER).all()
+    assert (labels[(hu == -850) & block] == LESION_GGO).all()  # below the GGO range: GGO
     # without the filter the islet stays
     kept = sitk.GetArrayFromImage(segment_lesions(ct, lung, path, _config(min_mm3=0.0)))
     assert kept[0, 1, 1] > 0

@@ -1,7 +1,9 @@
 """Per-scan quantification: volumes, percents, lobe involvement, AI CT score, histogram distance.
 
 Percent of lesion = 100 x lesion volume / bilateral lung volume (the paper's definition). The
-lesion volume counts every lesion label (GGO, consolidation and "other lesion").
+lesion volume counts every lesion label; serialct writes GGO and consolidation only (a lesion
+voxel outside both HU ranges takes the nearer kind, ``serialct.lesion.density``), so lesion =
+GGO + consolidation; label 3 ("other lesion") is counted only in masks made elsewhere.
 """
 
 from __future__ import annotations

@@ -30,7 +30,6 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from scipy import ndimage
 
-from serialct.constants import LESION_BACKGROUND, LESION_CONSOLIDATION, LESION_GGO
 from serialct.errors import InputError
 from serialct.lesion.density import split_by_density
 from serialct.lesion.infer import (
@@ -148,19 +147,9 @@ def labels_from_probability(
     hu_cfg: dict[str, Any],
     threshold: float = LESION_PROBABILITY_THRESHOLD,
 ) -> np.ndarray:
-    """uint8 mask 0/1 GGO/2 consolidation: lesion where prob >= threshold, kind by the HU rule.
-
-    Lesion pixels outside both HU ranges go to the nearer kind: below the GGO range GGO,
-    otherwise consolidation.
-    """
-    lesion = prob >= threshold
-    labels = split_by_density(hu, lesion, hu_cfg)
-    other = lesion & (labels != LESION_GGO) & (labels != LESION_CONSOLIDATION)
-    below = hu < float(hu_cfg["ggo"][0])
-    labels[other & below] = LESION_GGO
-    labels[other & ~below] = LESION_CONSOLIDATION
-    labels[~lesion] = LESION_BACKGROUND
-    return labels
+    """uint8 mask 0/1 GGO/2 consolidation: lesion where prob >= threshold, kind by the HU rule
+    of the volume path (``split_by_density``: outside both ranges, the nearer kind)."""
+    return split_by_density(hu, prob >= threshold, hu_cfg)
 
 
 def slice_window(
