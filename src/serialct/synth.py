@@ -28,7 +28,6 @@ from pydicom.uid import (
     generate_uid,
 )
 
-from serialct import ctscore
 from serialct.config import defaults, validate_config
 from serialct.constants import LOBES, SEVERITIES
 from serialct.histogram import lung_histogram, write_reference
@@ -66,7 +65,13 @@ PATIENT_FACTOR_LOG_SD: Final = 0.35
 SCAN_NOISE_LOG_SD: Final = 0.15
 SCAN_DAY_RANGE: Final = (3, 45)  # days since onset
 SEVERE_SHARE: Final = 0.4
-READER_ERROR_P: Final = 0.15
+# A synthetic reader perceives a lobe's involvement with a log-normal error of this spread
+# (about +-40 %: visual estimates of percent involvement are rough) and scores the perceived
+# percent on the paper's table with their own edges, not with serialct.ctscore, so reader-vs-AI
+# agreement on a synthetic cohort is not the pipeline agreeing with itself. Synthetic, not
+# measured on radiologists.
+READER_PERCEPTION_LOG_SD: Final = 0.35
+READER_EDGES: Final = (5.0, 25.0, 50.0, 75.0)  # the paper: 1 <5 %, 2 6-25, 3 26-49, 4 50-75, 5 >75
 
 # Clinical draws, roughly Table 1 of the paper (per severity).
 ONSET_START: Final = dt.date(2020, 1, 10)
@@ -176,20 +181,18 @@ def plan_patient(rng: np.random.Generator, patient_id: str, severity: str) -> Pa
     return plan
 
 
-def reader_scores(
-    lobe_percent: dict[str, float], bins: list[float], rng: np.random.Generator
-) -> dict[str, int]:
-    """A radiologist's 0-5 lobe scores from true percents, sometimes off by one.
-
-    The same 0-5 scale as the AI score (``serialct.ctscore``); a lobe without lesion is always
-    scored 0, others are misjudged by one step with probability ``READER_ERROR_P``.
-    """
+def reader_scores(lobe_percent: dict[str, float], rng: np.random.Generator) -> dict[str, int]:
+    """A radiologist's 0-5 lobe scores from their own noisy perception of the true percents
+    (READER_PERCEPTION_LOG_SD), on the paper's table (READER_EDGES); a lobe without lesion is
+    scored 0."""
     scores = {}
     for lobe in LOBES:
-        score = ctscore.lobe_score(lobe_percent[lobe], bins)
-        if score > 0 and rng.random() < READER_ERROR_P:
-            score = int(np.clip(score + rng.choice((-1, 1)), 0, ctscore.MAX_LOBE_SCORE))
-        scores[lobe] = score
+        true = float(lobe_percent[lobe])
+        if true <= 0:
+            scores[lobe] = 0
+            continue
+        seen = true * float(np.exp(rng.normal(0.0, READER_PERCEPTION_LOG_SD)))
+        scores[lobe] = 1 + sum(seen > edge for edge in READER_EDGES)
     return scores
 
 
@@ -307,9 +310,9 @@ def _truth_row(plan: PatientPlan, date: dt.date, day: int, phantom: Phantom) -> 
 
 
 def _reading_row(
-    plan: PatientPlan, date: dt.date, phantom: Phantom, bins: list[float], rng: np.random.Generator
+    plan: PatientPlan, date: dt.date, phantom: Phantom, rng: np.random.Generator
 ) -> dict[str, Any]:
-    scores = reader_scores(phantom.lobe_lesion_percent(), bins, rng)
+    scores = reader_scores(phantom.lobe_lesion_percent(), rng)
     row: dict[str, Any] = {"patient_id": plan.patient_id, "study_date": date.isoformat()}
     row["ct_score"] = sum(scores.values())
     row.update({col: scores[lobe] for col, lobe in zip(SCORE_COLUMNS, LOBES, strict=True)})
@@ -353,7 +356,6 @@ def synth_cohort(
     dicom_root = out / "dicom"
     dicom_root.mkdir(parents=True, exist_ok=True)
     cfg = defaults()
-    bins = list(cfg["ct_score"]["bins"])
     root_seq = np.random.SeedSequence(seed)
     cohort_seq, patient_seq, normal_seq = root_seq.spawn(3)
     cohort_rng = np.random.default_rng(cohort_seq)
@@ -374,7 +376,7 @@ def synth_cohort(
             phantom = add_lesions(anatomy, rng, percent, cons_fraction)
             write_series(folder, phantom, plan, date, seed, rng)
             truth.append(_truth_row(plan, date, day, phantom))
-            readings.append(_reading_row(plan, date, phantom, bins, rng))
+            readings.append(_reading_row(plan, date, phantom, rng))
         clinical.append(plan.clinical)
         log.info("patient %s: %d scans written", plan.patient_id, len(plan.scan_days))
 
@@ -424,7 +426,6 @@ def synth_index_only(out: Path, scans: int, seed: int = 0) -> Path:
     (out / "dicom").mkdir(parents=True, exist_ok=True)
     index_dir = out / "results" / "index"
     cfg = defaults()
-    bins = list(cfg["ct_score"]["bins"])
     rng = np.random.default_rng(seed)
     clinical, readings, rows = [], [], []
     while len(rows) < scans:
@@ -448,7 +449,7 @@ def synth_index_only(out: Path, scans: int, seed: int = 0) -> Path:
             percent, _ = scan_burden(severity, day, plan.factor, rng)
             lobes = dict.fromkeys(LOBES, percent)
             phantom_free = {"patient_id": plan.patient_id, "study_date": date.isoformat()}
-            scores = reader_scores(lobes, bins, rng)
+            scores = reader_scores(lobes, rng)
             readings.append(
                 phantom_free
                 | {"ct_score": sum(scores.values())}
