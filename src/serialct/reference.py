@@ -108,6 +108,7 @@ def on_bins(
 
 
 def reference_edges() -> np.ndarray:
+    """The bin edges every reference is stored on (REFERENCE_RANGE_HU by REFERENCE_BIN_HU)."""
     lo, hi = REFERENCE_RANGE_HU
     return np.arange(lo, hi + REFERENCE_BIN_HU / 2, REFERENCE_BIN_HU)
 
