@@ -309,24 +309,28 @@ def _extra_sections(stats_dir: Path) -> str:
     return "\n".join(parts)
 
 
-def reference_line(path: Path) -> str:
-    """One line naming the normal-lung reference and what it was built from (the ``summary``
-    of its JSON sidecar)."""
+def _sidecar_summary(path: Path, missing: str, no_summary: str) -> str:
+    """The ``summary`` of the JSON file beside ``path`` (same stem); ``missing`` when there is
+    no readable file, ``no_summary`` when it has no summary."""
     try:
-        summary = json.loads(Path(path).with_suffix(".json").read_text())["summary"]
-    except (OSError, ValueError, KeyError):
-        summary = "no description beside it"
+        meta = json.loads(Path(path).with_suffix(".json").read_text())
+    except (OSError, ValueError):
+        return missing
+    return str(meta.get("summary", no_summary)) if isinstance(meta, dict) else no_summary
+
+
+def reference_line(path: Path) -> str:
+    """One line naming the normal-lung reference and what it was built from."""
+    summary = _sidecar_summary(path, "no description beside it", "no description beside it")
     return f"{path}: {summary}"
 
 
 def model_line(model: str | Path) -> str:
     """One line naming the lesion model and its validation: the ``summary`` of the checkpoint's
     JSON meta beside it (``resources/models/README.md`` has the details)."""
-    meta_path = Path(model).with_suffix(".json")
-    try:
-        summary = json.loads(meta_path.read_text()).get("summary", "no validation summary")
-    except (OSError, ValueError):
-        summary = "no metadata beside the weights"
+    summary = _sidecar_summary(
+        Path(model), "no metadata beside the weights", "no validation summary"
+    )
     return f"{Path(model).name}: {summary}"
 
 

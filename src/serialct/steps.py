@@ -123,11 +123,13 @@ def segment_masks(
     ct = _read_image(ct_path)
     with _Timer("lung mask"):
         lung = segment_lungs(ct, config["lung"])
-    reasons = lung_qc(lung, config["lung"])
+    cut = coverage_reasons(lung)
+    implausible = implausible_reasons(lung, config["lung"], cut)
+    reasons = lung_qc(lung, config["lung"], implausible)
     with _Timer("lobes"):
         if user_lobes is not None:
             lobes = load_user_lobes(Path(user_lobes), ct)
-        elif coverage_reasons(lung):
+        elif cut:
             # the approximate split stretches its planes over the lung it sees: on a scan
             # that cuts the lungs it would place upper lobes at a mid-chest top
             lobes = sitk.Image(lung.GetSize(), sitk.sitkUInt8)
@@ -141,7 +143,7 @@ def segment_masks(
         Path(lung_out).parent / "lung_qc.json",
         {
             "qc_messages": reasons,
-            "qc_fail": implausible_reasons(lung, config["lung"]),
+            "qc_fail": implausible,
             "lobes": str(user_lobes) if user_lobes else "approximate",
         },
     )

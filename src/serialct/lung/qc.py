@@ -46,11 +46,13 @@ def lung_volume_cm3(lung: sitk.Image) -> float:
     return float(np.count_nonzero(sitk.GetArrayViewFromImage(lung))) * voxel_mm3 / MM3_PER_CM3
 
 
-def implausible_reasons(lung: sitk.Image, config_lung: dict[str, Any]) -> list[str]:
+def implausible_reasons(
+    lung: sitk.Image, config_lung: dict[str, Any], coverage: list[str] | None = None
+) -> list[str]:
     """Reasons a lung mask cannot be measured like the others (empty list: plausible): total
     volume outside ``qc_volume_cm3``, right/left volume ratio outside ``qc_lr_ratio`` or one
-    lung missing, and a scan that cuts the lungs (``coverage_reasons``). Such a scan fails out
-    of the cohort statistics."""
+    lung missing, and a scan that cuts the lungs (``coverage``: the ``coverage_reasons``, taken
+    here when not given). Such a scan fails out of the cohort statistics."""
     labels = sitk.GetArrayViewFromImage(lung)
     cm3 = float(np.prod(lung.GetSpacing())) / MM3_PER_CM3
     right = np.count_nonzero(labels == LUNG_RIGHT) * cm3
@@ -70,13 +72,16 @@ def implausible_reasons(lung: sitk.Image, config_lung: dict[str, Any]) -> list[s
             reasons.append(
                 f"right/left lung volume ratio {right / left:.2f} outside {low:.2f}-{high:.2f}"
             )
-    return reasons + coverage_reasons(lung)
+    return reasons + (coverage_reasons(lung) if coverage is None else coverage)
 
 
-def lung_qc(lung: sitk.Image, config_lung: dict[str, Any]) -> list[str]:
-    """Reasons to doubt a lung mask (empty list: plausible): the ``implausible_reasons`` and
-    the mask touching the image's in-plane border (field of view cuts the lung?)."""
-    reasons = implausible_reasons(lung, config_lung)
+def lung_qc(
+    lung: sitk.Image, config_lung: dict[str, Any], implausible: list[str] | None = None
+) -> list[str]:
+    """Reasons to doubt a lung mask (empty list: plausible): the ``implausible_reasons``
+    (taken here when not given) and the mask touching the image's in-plane border (field of
+    view cuts the lung?)."""
+    reasons = list(implausible_reasons(lung, config_lung) if implausible is None else implausible)
     labels = sitk.GetArrayViewFromImage(lung)
     if labels.size and labels.any():
         lung_any = labels > 0
