@@ -157,21 +157,38 @@ def _resample(image: sitk.Image, ref: sitk.Image, interp: int, default: float) -
     return sitk.Resample(image, ref, sitk.Transform(), interp, default, image.GetPixelID())
 
 
-def flip_average(meta: dict[str, Any]) -> bool:
-    """Whether the checkpoint asks for test-time left-right flip averaging (meta
-    ``flip_average``): the lesion probability is the mean of the net on the slice and on its
-    mirror image (twice the compute)."""
-    return bool(meta.get("flip_average", False))
+TTA_MODES: Final = ("none", "flip", "d8")
 
 
-def net_probability(model: CovidLesionNet, batch: torch.Tensor, flip: bool) -> torch.Tensor:
-    """Lesion-class softmax (N, H, W) of ``batch``; with ``flip`` averaged with the mirrored
-    prediction of the mirrored batch."""
-    p = torch.softmax(model(batch).float(), dim=1)[:, 1]
-    if flip:
-        mirrored = torch.softmax(model(torch.flip(batch, dims=(-1,))).float(), dim=1)[:, 1]
-        p = 0.5 * (p + torch.flip(mirrored, dims=(-1,)))
-    return p
+def tta_mode(meta: dict[str, Any]) -> str:
+    """The checkpoint's test-time augmentation (meta ``tta``, one of :data:`TTA_MODES`): ``none``;
+    ``flip``, the mean of the net on the slice and its mirror image (2 passes); ``d8``, the mean
+    over the 8 flips and quarter turns of the slice (8 passes). Checkpoints older than the key
+    say ``flip_average: true`` for ``flip``."""
+    mode = str(meta.get("tta", "flip" if meta.get("flip_average") else "none"))
+    if mode not in TTA_MODES:
+        raise InputError(f"checkpoint meta tta {mode!r} is not one of {', '.join(TTA_MODES)}")
+    return mode
+
+
+def _views(mode: str) -> list[tuple[int, bool]]:
+    """(quarter turns, mirrored) of each pass of ``mode``."""
+    if mode == "d8":
+        return [(k, m) for k in range(4) for m in (False, True)]
+    return [(0, False), (0, True)] if mode == "flip" else [(0, False)]
+
+
+def net_probability(model: CovidLesionNet, batch: torch.Tensor, mode: str) -> torch.Tensor:
+    """Lesion-class softmax (N, H, W) of ``batch``, averaged over the views of the test-time
+    augmentation ``mode`` (:func:`tta_mode`), each mapped back before averaging."""
+    total = torch.zeros(batch.shape[0], *batch.shape[-2:], device=batch.device)
+    views = _views(mode)
+    for turns, mirrored in views:
+        view = torch.flip(batch, dims=(-1,)) if mirrored else batch
+        p = torch.softmax(model(torch.rot90(view, turns, dims=(-2, -1))).float(), dim=1)[:, 1]
+        p = torch.rot90(p, -turns, dims=(-2, -1))
+        total += torch.flip(p, dims=(-1,)) if mirrored else p
+    return total / len(views)
 
 
 def lesion_probability(
@@ -197,7 +214,7 @@ def lesion_probability(
             batch = torch.from_numpy(np.ascontiguousarray(x[sel, None])).to(device)
             if cuda:
                 batch = batch.contiguous(memory_format=torch.channels_last)
-            p = net_probability(model, batch, flip_average(meta))[:, :h, :w]
+            p = net_probability(model, batch, tta_mode(meta))[:, :h, :w]
             prob[sel] = p.cpu().numpy()
     return prob
 

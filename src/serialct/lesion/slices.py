@@ -12,10 +12,10 @@ enough to keep a third "other" class).
 
 The images carry no pixel spacing. ``config["lesion"]["slice_pixel_spacing_mm"]``, when set, is
 the assumed one; each image is resampled from it to the checkpoint's training pixel spacing, as the
-volume path does. ``null`` (the default) takes the spacing the checkpoint's slice sets were trained
-at (meta ``slice_pixel_spacing_mm``), and runs the net at the image's native size when the
-checkpoint has none. The probability threshold is the checkpoint's (:func:`lesion_threshold`), and
-so is test-time flip averaging (:func:`serialct.lesion.infer.flip_average`).
+volume path does. ``null`` (the default) takes the checkpoint's, and runs the net at the image's
+native size when the checkpoint has none. The probability threshold and the test-time augmentation
+(:func:`serialct.lesion.infer.tta_mode`) are the checkpoint's too; a checkpoint may hold its own
+settings for slice images (:func:`for_slices`).
 """
 
 from __future__ import annotations
@@ -35,11 +35,11 @@ from serialct.lesion.density import split_by_density
 from serialct.lesion.infer import (
     LESION_PROBABILITY_THRESHOLD,
     SPACING_TOLERANCE,
-    flip_average,
     lesion_threshold,
     load_model,
     net_probability,
     pick_device,
+    tta_mode,
 )
 from serialct.lesion.net import CovidLesionNet, pad_to_multiple, preprocess
 from serialct.lesion.window import MEDSEG_WINDOW, estimate_window, pixel_histogram
@@ -126,7 +126,7 @@ def slice_probability(
     inp, (h, w) = pad_to_multiple(preprocess(x, meta["preprocess"]))
     with torch.inference_mode():
         batch = torch.from_numpy(np.ascontiguousarray(inp[None, None])).to(device)
-        prob = net_probability(model, batch, flip_average(meta))[0, :h, :w].cpu().numpy()
+        prob = net_probability(model, batch, tta_mode(meta))[0, :h, :w].cpu().numpy()
     if scale != (1.0, 1.0):
         factors = [a / b for a, b in zip(hu.shape, prob.shape, strict=True)]
         prob = ndimage.zoom(prob, factors, order=1)
@@ -167,6 +167,14 @@ def slice_window(
         return MEDSEG_WINDOW
 
 
+def for_slices(meta: dict[str, Any]) -> dict[str, Any]:
+    """The checkpoint meta as the slice path reads it: the keys in meta ``slice_inference``
+    (``tta``, ``threshold``, ``slice_pixel_spacing_mm``: settings for 8-bit slice images of unknown
+    orientation and pixel size, chosen on held-out slices after training) replace the volume
+    path's."""
+    return {**meta, **meta.get("slice_inference", {})}
+
+
 def segment_slice_array(
     pixels: np.ndarray,
     model: CovidLesionNet,
@@ -178,9 +186,10 @@ def segment_slice_array(
 ) -> np.ndarray:
     """Mask (uint8 0/1/2) of one windowed 8-bit slice; see the module docstring. A window of
     ``None`` is estimated from the slice's own histogram (:func:`slice_window`)."""
+    meta = for_slices(meta)
     hu = window_to_hu(pixels, *slice_window(pixels, window_center, window_width))
     spacing = config["lesion"].get("slice_pixel_spacing_mm")
-    if spacing is None:  # the spacing the checkpoint's slice sets were trained at, if any
+    if spacing is None:  # the spacing the checkpoint assumes for slice images, if any
         spacing = meta.get("slice_pixel_spacing_mm")
     prob = slice_probability(hu, model, meta, device, None if spacing is None else float(spacing))
     return labels_from_probability(prob, hu, config["hu"], lesion_threshold(meta))
