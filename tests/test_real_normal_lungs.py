@@ -10,10 +10,13 @@ same assertion and checks of lung volume, left/right, coverage QC and lobes on
 series were among the training negatives of the default model (``resources/models/README.md``);
 the other three were not trained on, but took part in choosing its fine-tuning recipe.
 
-The ceiling is what the shipped model reaches (0.59, 0.84, 1.19, 0.98, 0.18 %; worst 1.19 %
-with the issue-17 lung masks, 1.43 % before), not the project's aim of 0.5 %, which it misses
-(A0002: a lung tumour and the left lung base over the stomach); it holds the improvement over
-the previous default (3.97 % on the same series) and catches regressions.
+The aim, :data:`MAX_LESION_PERCENT` = 0.5 %, holds on Lung_Dx-A0002 (8 mm, both kernels) and CIP
+(measured 0.23, 0.09, 0.14 %, with the partial-volume layer rule of
+:mod:`serialct.lesion.partial_volume`). Lung_Dx-A0001 is held to :data:`A0001_MAX_LESION_PERCENT`
+(measured 0.56 and 0.83 %): the model marks its lung tumour, a mass mostly of ground-glass
+density, of 29-37 cm3 (0.5-0.6 % of the lung by itself), as lesion; a model that tells a lung
+tumour from COVID-19 pneumonia is not built yet. The rest of A0001's lungs stays under the aim
+(tested).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import pandas as pd
 import pytest
 import SimpleITK as sitk
 import yaml
+from scipy import ndimage
 
 from serialct.config import defaults
 from serialct.dicom.convert import convert_dicom_dir
@@ -40,7 +44,8 @@ ROOT = Path(__file__).resolve().parents[1]
 REAL = ROOT.parent / "shared" / "data" / "real"
 LUNG_PET_CT_DX = REAL / "lung-pet-ct-dx"
 CIP = REAL / "cip-ct64-lung-mask" / "dicom"
-MAX_LESION_PERCENT = 1.3  # measured worst 1.19 % (aim 0.5 %, not met; see the docstring)
+MAX_LESION_PERCENT = 0.5  # the aim (issue 16); measured worst 0.23 % on A0002 and CIP
+A0001_MAX_LESION_PERCENT = 0.9  # measured 0.56 / 0.83 %: the patient's lung tumour (docstring)
 # Lung volumes of independent reference masks of these scans (benchmarks/real_lung_masks.md:
 # a -320 HU threshold, trachea and main bronchi tracked out, checked slice by slice), and the
 # issue's goal for normal real lungs: within 3 %.
@@ -51,10 +56,18 @@ SERIES = sorted(p.parent for p in LUNG_PET_CT_DX.glob("*/*/*/1-01.dcm")) + [CIP]
 pytestmark = pytest.mark.integration
 
 
-def _lesion_percent(lesion: Path, lung: Path) -> float:
+def _lesion_percent(lesion: Path, lung: Path, *, without_largest: bool = False) -> float:
     les = sitk.GetArrayFromImage(sitk.ReadImage(str(lesion))) > 0
     lung_arr = sitk.GetArrayFromImage(sitk.ReadImage(str(lung))) > 0
-    return 100.0 * np.count_nonzero(les & lung_arr) / np.count_nonzero(lung_arr)
+    les &= lung_arr
+    if without_largest and les.any():  # leave out the largest 26-connected component
+        labels, _ = ndimage.label(les, structure=np.ones((3, 3, 3), dtype=bool))
+        les &= labels != np.argmax(np.bincount(labels.ravel())[1:]) + 1
+    return 100.0 * np.count_nonzero(les) / np.count_nonzero(lung_arr)
+
+
+def _ceiling(name: str) -> float:
+    return A0001_MAX_LESION_PERCENT if "A0001" in name else MAX_LESION_PERCENT
 
 
 def test_every_shared_chest_series_is_listed() -> None:
@@ -71,8 +84,10 @@ def test_default_model_is_silent_on_normal_lungs(series: Path, tmp_path: Path) -
     segment_masks(ct, lung, lobes, config)
     segment_lesions(ct, lung, DEFAULT_MODEL, lesion, config, threads=2)
     percent = _lesion_percent(lesion, lung)
-    print(f"{series.name}: lesion {percent:.3f} % of the lung")
-    assert percent <= MAX_LESION_PERCENT
+    rest = _lesion_percent(lesion, lung, without_largest=True)
+    print(f"{series}: lesion {percent:.3f} % of the lung, {rest:.3f} % outside the largest part")
+    assert percent <= _ceiling(str(series))
+    assert rest <= MAX_LESION_PERCENT
 
 
 def _contract_config(tmp_path: Path, centers: dict[str, Path]) -> Path:
@@ -128,7 +143,8 @@ def test_workflow_on_real_chests_with_a_contract_only_config(tmp_path: Path) -> 
     for center, path in found.items():
         metrics = json.loads(path.read_text())
         print(center, {k: metrics[k] for k in ("lung_volume_cm3", "lesion_percent", "qc_status")})
-        assert metrics["lesion_percent"] <= MAX_LESION_PERCENT, path
+        ceiling = A0001_MAX_LESION_PERCENT if center in ("ldx", "part") else MAX_LESION_PERCENT
+        assert metrics["lesion_percent"] <= ceiling, path
         right, left = metrics["right_lung_volume_cm3"], metrics["left_lung_volume_cm3"]
         assert 1.0 < right / left < 1.5, path  # the right lung is the larger one
         expected = REFERENCE_LUNG_CM3[center]

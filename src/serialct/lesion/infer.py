@@ -28,6 +28,7 @@ from serialct.lesion.net import (
     pad_to_multiple,
     preprocess,
 )
+from serialct.lesion.partial_volume import drop_surface_layers
 from serialct.orientation import back_to_grid, to_work
 
 log = logging.getLogger("serialct")
@@ -295,6 +296,8 @@ def _segment_oriented(
         prob = sitk.GetArrayFromImage(_resample(prob_img, ct_f, sitk.sitkLinear, 0.0))
     lesion = (prob >= lesion_threshold(meta)) & lung_arr
     lesion = drop_small_components(lesion, ct.GetSpacing(), float(lesion_cfg["min_component_mm3"]))
+    if lesion_cfg["drop_surface_layers"]:
+        lesion = drop_surface_layers(lesion, lung_arr)
     return split_by_density(sitk.GetArrayFromImage(ct), lesion, config["hu"])
 
 
