@@ -137,6 +137,29 @@ def test_cli_segment_slices(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert "not a folder" in capsys.readouterr().err
 
 
+def test_shipped_defaults_work_from_any_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The config's default model and reference are repository-relative paths; run from another
+    directory, the commands still find the shipped files (a same-named file in the cwd wins)."""
+    from serialct.cli import main
+    from serialct.reference import reference_path
+    from serialct.shipped import DEFAULT_MODEL, SHIPPED_REFERENCE, locate
+
+    images = tmp_path / "imgs"
+    images.mkdir()
+    Image.fromarray(hu_to_window(_bands(24, 30), -400.0, 1500.0)).save(images / "s1.png")
+    monkeypatch.chdir(tmp_path)
+    assert locate(defaults()["model"]) == DEFAULT_MODEL
+    assert reference_path(defaults()) == SHIPPED_REFERENCE
+    assert main(["segment-slices", str(images), str(tmp_path / "o"), "--device", "cpu"]) == 0
+    assert "1 masks" in capsys.readouterr().out
+    local = tmp_path / "resources" / "models" / "covid_lesion_net.pt"
+    local.parent.mkdir(parents=True)
+    local.write_bytes(b"")
+    assert locate(defaults()["model"]) == Path("resources/models/covid_lesion_net.pt")
+
+
 def test_checkpoint_threshold_and_slice_spacing_are_used(monkeypatch) -> None:
     from serialct.lesion import slices as slices_mod
     from serialct.lesion.infer import lesion_threshold

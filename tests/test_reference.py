@@ -18,12 +18,12 @@ from serialct.config import defaults
 from serialct.errors import InputError
 from serialct.histogram import histogram_edges, read_reference
 from serialct.reference import (
-    SHIPPED_REFERENCE,
     build_from_dicom,
     on_bins,
     reference_edges,
     reference_path,
 )
+from serialct.shipped import SHIPPED_REFERENCE
 
 ROOT = Path(__file__).resolve().parents[1]
 CIP = ROOT.parent / "shared" / "data" / "real" / "cip-ct64-lung-mask" / "dicom"

@@ -12,6 +12,7 @@ from serialct import __version__
 from serialct.errors import InputError
 from serialct.lesion.train_args import add_recipe_arguments, add_train_arguments, parse_shape
 from serialct.logs import setup
+from serialct.shipped import locate
 
 log = logging.getLogger("serialct")
 
@@ -74,7 +75,7 @@ def cmd_segment(args: argparse.Namespace) -> None:
     config = _config(args.config)
     if args.device:
         config["device"] = args.device
-    segment_lesions(args.ct, args.lung, Path(args.model or config["model"]), args.out, config)
+    segment_lesions(args.ct, args.lung, locate(args.model or config["model"]), args.out, config)
 
 
 def cmd_segment_slices(args: argparse.Namespace) -> None:
@@ -90,7 +91,7 @@ def cmd_segment_slices(args: argparse.Namespace) -> None:
     if args.window_center is not None:
         center, width = args.window_center, args.window_width
     n = segment_slices(
-        Path(args.images_dir), Path(args.out_dir), Path(args.model or config["model"]), config,
+        Path(args.images_dir), Path(args.out_dir), locate(args.model or config["model"]), config,
         center, width,
     )  # fmt: skip
     print(f"{n} masks in {args.out_dir}")

@@ -2,9 +2,10 @@
 
 The Hellinger distance and histogram IoU of each scan compare its lung HU histogram with the
 mean histogram of normal lungs (the paper used 1,013 normal patients). The repository ships one
-built from the real non-COVID chest series in ``../shared/data/real`` (``SHIPPED_REFERENCE``,
-see ``resources/reference/README.md``); a site builds its own from a DICOM folder of scans it
-lists as normal (config ``normal_scans``, rule ``reference`` or ``serialct reference --dicom``).
+built from the real non-COVID chest series in ``../shared/data/real``
+(``serialct.shipped.SHIPPED_REFERENCE``, see ``resources/reference/README.md``); a site builds its
+own from a DICOM folder of scans it lists as normal (config ``normal_scans``, rule ``reference``
+or ``serialct reference --dicom``).
 
 A reference is stored at REFERENCE_BIN_HU over REFERENCE_RANGE_HU, and read back on the
 config's ``histogram`` bins (``on_bins``), so one reference serves any bin width and range
@@ -27,12 +28,10 @@ import SimpleITK as sitk
 from serialct import histogram
 from serialct.atomic import atomic_path, write_text
 from serialct.errors import InputError
+from serialct.shipped import locate
 
 log = logging.getLogger("serialct")
 
-SHIPPED_REFERENCE: Final = (
-    Path(__file__).resolve().parents[2] / "resources" / "reference" / "normal_lung_histogram.tsv"
-)
 # -1024 HU: the lowest value CT stores for air; +500 HU: above every lung voxel but bone
 # fragments at the lung's edge, so the reference covers aerated lung through consolidation.
 REFERENCE_RANGE_HU: Final = (-1024.0, 500.0)
@@ -73,12 +72,7 @@ def reference_path(config: dict[str, Any]) -> Path:
     (a relative path) resolves to the shipped file when it is not found from the cwd."""
     if normal_folders(config):
         return Path(config["results"]) / REFERENCE_TSV
-    path = Path(config["reference_histogram"])
-    if not path.is_absolute() and not path.exists():
-        shipped = SHIPPED_REFERENCE.parents[2] / path
-        if shipped.exists():
-            return shipped
-    return path
+    return locate(config["reference_histogram"])
 
 
 def on_bins(

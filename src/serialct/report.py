@@ -20,6 +20,7 @@ import pandas as pd
 from PIL import Image
 
 from serialct.reference import reference_path
+from serialct.shipped import locate
 from serialct.stats.describe import format_p
 
 log = logging.getLogger("serialct")
@@ -328,10 +329,9 @@ def reference_line(path: Path) -> str:
 def model_line(model: str | Path) -> str:
     """One line naming the lesion model and its validation: the ``summary`` of the checkpoint's
     JSON meta beside it (``resources/models/README.md`` has the details)."""
-    summary = _sidecar_summary(
-        Path(model), "no metadata beside the weights", "no validation summary"
-    )
-    return f"{Path(model).name}: {summary}"
+    path = locate(model)
+    summary = _sidecar_summary(path, "no metadata beside the weights", "no validation summary")
+    return f"{path.name}: {summary}"
 
 
 def _settings_section(config: dict[str, Any]) -> str:

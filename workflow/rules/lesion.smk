@@ -1,11 +1,13 @@
 # COVID-Lesion Net inference per scan; the weights are an input file, never a download.
 
+from serialct.shipped import locate
+
 
 rule lesion:
     input:
         ct=f"{SCAN_DIR}/ct.nii.gz",
         lung=f"{SCAN_DIR}/lung.nii.gz",
-        model=config["model"],
+        model=str(locate(config["model"])),
     output:
         lesion=f"{SCAN_DIR}/lesion.nii.gz",
     log:
