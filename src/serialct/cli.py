@@ -7,9 +7,11 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from serialct import __version__
 from serialct.errors import InputError
+from serialct.failures import describe
 from serialct.lesion.train_args import add_recipe_arguments, add_train_arguments, parse_shape
 from serialct.logs import setup
 from serialct.shipped import locate
@@ -85,7 +87,7 @@ def cmd_segment_slices(args: argparse.Namespace) -> None:
     if args.device:
         config["device"] = args.device
     if (args.window_center is None) != (args.window_width is None):
-        raise InputError("segment-slices: give both --window-center and --window-width, or neither")
+        raise InputError("give both --window-center and --window-width, or neither")
     window = config["lesion"]["slice_window"]
     center, width = (None, None) if window == "auto" else window
     if args.window_center is not None:
@@ -121,7 +123,7 @@ def cmd_reference(args: argparse.Namespace) -> None:
         from serialct.reference import build_from_dicom
 
         if args.scan_dirs:
-            raise InputError("serialct reference: give scan folders or --dicom, not both")
+            raise InputError("give scan folders or --dicom, not both")
         out = Path(args.out)
         scans = out.with_name(out.stem + ".scans.tsv")
         build_from_dicom(args.dicom, out, scans, config, source=args.source or "")
@@ -129,7 +131,7 @@ def cmd_reference(args: argparse.Namespace) -> None:
         from serialct.steps import build_reference
 
         if not args.scan_dirs:
-            raise InputError("serialct reference: no scan folders given (or use --dicom DIR)")
+            raise InputError("no scan folders given (or use --dicom DIR)")
         build_reference(args.scan_dirs, Path(args.out), config)
     print(args.out)
 
@@ -141,8 +143,15 @@ def cmd_pseudonymise_sheet(args: argparse.Namespace) -> None:
     print(f"{len(table)} rows -> {args.out}")
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors on one line too (sub-commands' parsers are of this class)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="serialct", description="Serial chest-CT quantification of viral pneumonia."
     )
     parser.add_argument("--version", action="version", version=f"serialct {__version__}")
@@ -262,9 +271,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup(level=logging.DEBUG if args.verbose else logging.INFO)
     try:
         args.func(args)
-    except InputError as exc:
-        print(f"serialct {args.command}: {exc}", file=sys.stderr)
-        return 2
+    except (Exception, KeyboardInterrupt) as exc:  # every failure: one line, no traceback
+        log.debug("serialct %s failed", args.command, exc_info=exc)  # --verbose shows it
+        failure = describe(exc)
+        print(f"serialct {args.command}: {failure.message}", file=sys.stderr)
+        return failure.exit_code
     return 0
 
 

@@ -61,6 +61,14 @@ def validate_config(config: dict[str, Any], source: str = "config") -> dict[str,
     return config
 
 
+def _yaml_where(exc: yaml.YAMLError) -> str:
+    """Where and what a YAML error is, on one line (its own text spans several lines)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"{where}: {problem}"
+
+
 def load_config(path: str | Path) -> dict[str, Any]:
     """Read a YAML config file and validate it (defaults filled)."""
     path = Path(path)
@@ -69,7 +77,7 @@ def load_config(path: str | Path) -> dict[str, Any]:
     try:
         config = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
-        raise InputError(f"{path}: not valid YAML: {exc}") from exc
+        raise InputError(f"{path}: not valid YAML{_yaml_where(exc)}") from exc
     if not isinstance(config, dict):
         raise InputError(f"{path}: expected a mapping of config keys at the top level")
     return validate_config(config, source=str(path))

@@ -46,6 +46,8 @@ def _delimiter(path: Path) -> str:
 
 
 def _read_text(path: Path) -> pd.DataFrame:
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder, expected a TSV/CSV sheet")
     if not path.is_file():
         raise InputError(f"{path}: file not found")
     try:
@@ -57,6 +59,8 @@ def _read_text(path: Path) -> pd.DataFrame:
             encoding="utf-8-sig",
             skip_blank_lines=True,
         )
+    except pd.errors.EmptyDataError as exc:
+        raise InputError(f"{path}: empty file, expected a header line and rows") from exc
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise InputError(f"{path}: not a readable TSV/CSV table: {exc}") from exc
     frame.columns = [str(c).strip() for c in frame.columns]

@@ -19,14 +19,9 @@ import SimpleITK as sitk
 from serialct import histogram, quantify, sheets, tables
 from serialct.atomic import atomic_files, atomic_path, write_text
 from serialct.errors import InputError
+from serialct.readers import check_same_grid, read_image, read_json
 
 log = logging.getLogger("serialct")
-
-
-def _read_image(path: Path) -> sitk.Image:
-    if not Path(path).is_file():
-        raise InputError(f"{path}: image not found")
-    return sitk.ReadImage(str(path))
 
 
 def _write_json(path: Path, payload: dict[str, Any]) -> None:
@@ -98,7 +93,7 @@ def index_center(
 def convert_scan(manifest: Path, out_nifti: Path, out_json: Path) -> None:
     from serialct.dicom.convert import convert_series
 
-    scan = json.loads(Path(manifest).read_text())
+    scan = read_json(manifest, "scan manifest")
     with _Timer(f"convert {scan['patient_id']}/{scan['scan_id']}"):
         with atomic_path(Path(out_nifti)) as tmp_nifti, atomic_path(Path(out_json)) as tmp_json:
             sidecar = convert_series([Path(f) for f in scan["files"]], tmp_nifti, tmp_json)
@@ -120,7 +115,7 @@ def segment_masks(
     from serialct.lung import lung_qc, segment_lungs
     from serialct.lung.qc import coverage_reasons, implausible_reasons
 
-    ct = _read_image(ct_path)
+    ct = read_image(ct_path)
     with _Timer("lung mask"):
         lung = segment_lungs(ct, config["lung"])
     cut = coverage_reasons(lung)
@@ -161,8 +156,10 @@ def segment_lesions(
 
     if threads:
         torch.set_num_threads(int(threads))
+    ct, lung = read_image(ct_path), read_image(lung_path)
+    check_same_grid(ct, Path(ct_path), lung, Path(lung_path))
     with _Timer("lesion segmentation"):
-        lesion = infer(_read_image(ct_path), _read_image(lung_path), Path(model), config)
+        lesion = infer(ct, lung, Path(model), config)
     _write_image(lesion, out)
 
 
@@ -173,8 +170,11 @@ def quantify_scan(
     from serialct.figures import qc_overlay
 
     scan_dir = Path(scan_dir)
-    images = {n: _read_image(scan_dir / f"{n}.nii.gz") for n in ("ct", "lung", "lobes", "lesion")}
-    identity = json.loads(Path(sidecar).read_text())
+    paths = {n: scan_dir / f"{n}.nii.gz" for n in ("ct", "lung", "lobes", "lesion")}
+    images = {n: read_image(path) for n, path in paths.items()}
+    for name in ("lung", "lobes", "lesion"):
+        check_same_grid(images["ct"], paths["ct"], images[name], paths[name])
+    identity = read_json(sidecar, "scan sidecar (written with ct.nii.gz by serialct convert)")
     with _Timer("quantification"):
         measured = quantify.quantify_scan(
             images["ct"], images["lung"], images["lobes"], images["lesion"],
@@ -185,7 +185,7 @@ def quantify_scan(
     }
     metrics["qc_messages"] = identity.get("qc_messages", [])
     lung_qc = scan_dir / "lung_qc.json"
-    qc = json.loads(lung_qc.read_text()) if lung_qc.is_file() else {}
+    qc = read_json(lung_qc, "lung QC (written by serialct masks)") if lung_qc.exists() else {}
     lung_reasons = [*qc.get("qc_messages", []), *measured.pop("lobe_messages")]
     if lung_reasons:
         metrics["qc_messages"] = [*metrics["qc_messages"], *lung_reasons]
@@ -337,8 +337,10 @@ def build_reference(scan_dirs: Sequence[Path], out: Path, config: dict[str, Any]
     edges = reference_edges()
     densities = []
     for scan_dir in map(Path, scan_dirs):
-        ct = sitk.GetArrayFromImage(_read_image(scan_dir / "ct.nii.gz"))
-        lung = sitk.GetArrayFromImage(_read_image(scan_dir / "lung.nii.gz"))
+        ct_path, lung_path = scan_dir / "ct.nii.gz", scan_dir / "lung.nii.gz"
+        ct_image, lung_image = read_image(ct_path), read_image(lung_path)
+        check_same_grid(ct_image, ct_path, lung_image, lung_path)
+        ct, lung = sitk.GetArrayFromImage(ct_image), sitk.GetArrayFromImage(lung_image)
         counts, _ = np.histogram(ct[lung > 0], bins=edges)
         densities.append(counts / max(counts.sum(), 1))
     if not densities:

@@ -7,7 +7,6 @@ issues.tsv, and both are logged.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -17,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from serialct.constants import LOBES
+from serialct.readers import read_json
 from serialct.sheets import attach_readings
 from serialct.timepoints import assign_timepoints
 
@@ -34,7 +34,7 @@ SCAN_COLUMNS = [
 
 def read_metrics(paths: Iterable[Path]) -> pd.DataFrame:
     """One row per metrics.json."""
-    rows = [json.loads(Path(p).read_text()) for p in paths]
+    rows = [read_json(p, "scan metrics") for p in paths]
     frame = pd.DataFrame(rows)
     if frame.empty:
         return frame
