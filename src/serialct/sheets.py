@@ -1,4 +1,4 @@
-"""Read the input sheets (clinical, readings) and per-scan tables, validated row by row.
+"""Read the input sheets (clinical, readings, patients) and per-scan tables, validated row by row.
 
 Each sheet is read as text (``dtype=str``), every row is checked against its JSON schema in
 ``serialct/schemas`` (numbers parsed first so that ranges can be checked), then the frame is
@@ -237,6 +237,25 @@ def read_readings(path: str | Path) -> pd.DataFrame:
         else:
             frame["involved_lobes"] = counted
     return frame
+
+
+def read_patients(path: str | Path, key_columns: tuple[str, ...]) -> tuple[pd.DataFrame, str]:
+    """A centre's patients sheet (``schemas/patients.schema.yaml``): the frame and its one key
+    column of ``key_columns``; every key cell filled, no key listed twice."""
+    path = Path(path)
+    frame = _validate(_read_text(path), load_schema("patients"), path)
+    keys = [c for c in key_columns if c in frame.columns]
+    if len(keys) != 1:
+        raise InputError(
+            f"{path}: a patients sheet needs exactly one key column of {', '.join(key_columns)}; "
+            f"found {', '.join(keys) or 'none'}"
+        )
+    blank = frame[keys[0]].isna()
+    if blank.any():
+        row = int(np.flatnonzero(blank.to_numpy())[0]) + 1
+        raise InputError(f"{_where(path, row, keys[0])}: {keys[0]} is blank")
+    _duplicates(frame, keys, path)
+    return frame, keys[0]
 
 
 def read_scans_table(path: str | Path) -> pd.DataFrame:

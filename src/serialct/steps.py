@@ -85,9 +85,16 @@ def index_center(
         found = write_index(
             Path(dicom), center, Path(out_tsv), Path(manifest_dir), cache=cache,
             series_cfg=config["series"], pseudonymise=pseudonymise,
+            patients=patients_sheet(config, center),
         )  # fmt: skip
     write_text(fingerprint_path(Path(out_tsv)), fingerprint + "\n")
     log.info("centre %s: %d scans indexed", center, len(found))
+
+
+def patients_sheet(config: dict[str, Any], center: str) -> Path | None:
+    """Config ``centers.<center>.patients`` (the centre's patients sheet), or None."""
+    sheet = config.get("centers", {}).get(center, {}).get("patients")
+    return Path(sheet) if sheet else None
 
 
 def convert_scan(manifest: Path, out_nifti: Path, out_json: Path) -> None:

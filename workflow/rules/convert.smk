@@ -1,7 +1,11 @@
 # Scan index per centre (checkpoint) and DICOM -> NIfTI per scan.
 
+from serialct.steps import patients_sheet
+
 
 checkpoint index:
+    input:
+        patients=lambda w: [str(p)] if (p := patients_sheet(config, w.center)) else [],
     output:
         index=f"{RESULTS}/index/{{center}}.tsv",
         series=f"{RESULTS}/index/{{center}}.series.tsv",

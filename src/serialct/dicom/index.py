@@ -20,6 +20,7 @@ import pandas as pd
 
 from serialct.dicom.geometry import TILT_TOLERANCE_DEG
 from serialct.dicom.headers import read_headers
+from serialct.dicom.patient_map import apply_patient_map, read_patient_map
 from serialct.dicom.pseudonym import Pseudonymiser
 from serialct.dicom.series import describe, iso_date, list_series
 from serialct.dicom.tree import tree_fingerprint
@@ -133,12 +134,16 @@ def _check(row: pd.Series, cfg: dict[str, Any]) -> str:
     if not PATIENT_ID_PATTERN.fullmatch(row["patient_id"]):
         return (
             "tag PatientID is blank or not a usable patient id (value withheld; expected "
-            "letters, digits, '.', '_' or '-'); pseudonymise PatientID to match the clinical sheet"
+            "letters, digits, '.', '_' or '-'); name the study in the centre's patients sheet "
+            "(config centers.NAME.patients) or pseudonymise PatientID to match the clinical sheet"
         )
     try:
         iso_date(row["study_date"])
     except ValueError:
-        return f"tag StudyDate {row['study_date']!r} is not a date YYYYMMDD"
+        return (
+            f"tag StudyDate {row['study_date']!r} is not a date YYYYMMDD; give the study a "
+            "study_date in the centre's patients sheet (config centers.NAME.patients)"
+        )
     thickness = row["slice_thickness"]
     low, high = cfg["min_slice_thickness_mm"], cfg["max_slice_thickness_mm"]
     if not math.isnan(thickness) and not low <= thickness <= high:
@@ -289,6 +294,7 @@ def write_index(
     cache: Path | None = None,
     series_cfg: dict[str, Any] | None = None,
     pseudonymise: dict[str, Any] | None = None,
+    patients: Path | None = None,
 ) -> pd.DataFrame:
     """Index a centre: ``out_tsv`` (one row per scan, no file list), one manifest per scan, and
     ``<out_tsv stem>.series.tsv`` (every series found: chosen true/false and the reason).
@@ -297,8 +303,11 @@ def write_index(
     of those files; it is rewritten only when that content changed. Manifests of scans that no
     longer exist are removed. ``series_cfg`` is config ``series``; ``pseudonymise`` is config
     ``pseudonymise`` (PatientIDs replaced before anything is written, the cache included, and
-    the mapping merged into its file). Returns the scan table (with ``files``).
+    the mapping merged into its file); ``patients`` is the centre's patients sheet
+    (:mod:`serialct.dicom.patient_map`: whose each study is, for anonymised exports). Returns the
+    scan table (with ``files``).
     """
+    patient_map = read_patient_map(patients) if patients else None
     map_id = Pseudonymiser(pseudonymise) if pseudonymise else None
     if map_id is not None and cache is not None:
         plain = Path(cache)
@@ -309,6 +318,8 @@ def write_index(
         map_id.pairs.clear()
         cache = plain.with_name(f"{plain.stem}.{tag}{plain.suffix}")
     headers = read_headers(Path(dicom_root), cache, map_id)
+    if patient_map is not None:
+        headers = apply_patient_map(headers, Path(dicom_root), patient_map, map_id)
     if map_id is not None:
         map_id.write_mapping()
     scans, table = rank_series(headers, center, series_cfg)
