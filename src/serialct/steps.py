@@ -57,14 +57,15 @@ class _Timer:
 
 def index_center(
     dicom: Path, center: str, out_tsv: Path, manifest_dir: Path,
-    config: dict[str, Any] | None = None, fingerprint: str | None = None,
+    config: dict[str, Any] | None = None, fingerprint: str | None = None, threads: int = 1,
 ) -> None:  # fmt: skip
     """Scan index, manifests and ``index/{center}.series.tsv`` (config ``series``,
     ``pseudonymise``; the pseudonym mapping must lie outside ``results``).
 
     Last, ``index/{center}.fingerprint`` records the tree fingerprint indexed: ``fingerprint``
     (the workflow passes the one it planned with) or the tree's own, taken before indexing. It
-    lets the workflow run from tables with the DICOM root unmounted (``index_fingerprint``)."""
+    lets the workflow run from tables with the DICOM root unmounted (``index_fingerprint``).
+    ``threads`` processes read the headers."""
     from serialct.config import defaults
     from serialct.dicom.index import write_index
     from serialct.dicom.pseudonym import check_outside
@@ -85,7 +86,7 @@ def index_center(
         found = write_index(
             Path(dicom), center, Path(out_tsv), Path(manifest_dir), cache=cache,
             series_cfg=config["series"], pseudonymise=pseudonymise,
-            patients=patients_sheet(config, center),
+            patients=patients_sheet(config, center), workers=threads,
         )  # fmt: skip
     write_text(fingerprint_path(Path(out_tsv)), fingerprint + "\n")
     log.info("centre %s: %d scans indexed", center, len(found))

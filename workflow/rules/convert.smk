@@ -16,6 +16,7 @@ checkpoint index:
         manifests=f"{RESULTS}/index/{{center}}",
     log:
         f"{LOGS}/index/{{center}}.log",
+    threads: 4  # header-reading processes (fewer when fewer cores are given)
     resources:
         mem_mb=grows(2000),
         runtime=grows(60),

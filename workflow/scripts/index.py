@@ -13,4 +13,5 @@ index_center(
     snakemake.params.manifests,
     snakemake.config,
     snakemake.params.fingerprint,
+    snakemake.threads,
 )

@@ -9,7 +9,8 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, Final
 
@@ -19,6 +20,7 @@ from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
+from serialct.dicom import header_cache
 from serialct.dicom.tree import iter_files
 from serialct.errors import InputError
 
@@ -130,76 +132,113 @@ def read_header(path: str | Path) -> dict[str, str] | None:
     return None if found is None else found[0]
 
 
-def _load_cache(cache: Path) -> dict[str, dict[str, str]]:
-    if not cache.is_file():
-        return {}
-    try:
-        table = pd.read_csv(cache, sep="\t", dtype=str, keep_default_na=False)
-    except (OSError, ValueError, pd.errors.ParserError) as exc:
-        logger.warning("%s: header cache unreadable, ignored (%s)", cache, exc)
-        return {}
-    if not set(COLUMNS) | {IS_DICOM} <= set(table.columns):
-        logger.info("%s: header cache has other columns (older version), ignored", cache)
-        return {}
-    return {row["path"]: row for row in table.to_dict("records")}
-
-
-def _save_cache(cache: Path, rows: list[dict[str, str]]) -> None:
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_name(f".{cache.name}.tmp")
-    pd.DataFrame(rows, columns=[*COLUMNS, IS_DICOM]).to_csv(tmp, sep="\t", index=False)
-    os.replace(tmp, cache)
-
-
 def _clean(value: str) -> str:
     """Tabs and newlines would break the TSV cache; DICOM strings never need them."""
     return value.replace("\t", " ").replace("\n", " ").replace("\r", " ")
 
 
 def read_headers(
-    root: Path, cache: Path | None = None, map_id: Callable[[str], str] | None = None
+    root: Path,
+    cache: Path | None = None,
+    map_id: Callable[[str], str] | None = None,
+    workers: int = 1,
 ) -> pd.DataFrame:
     """One row per DICOM file under ``root`` (columns ``COLUMNS``; size and mtime_ns as int).
 
     Headers are read with ``stop_before_pixels``; non-DICOM files are skipped (logged at debug).
     With ``cache`` (a TSV), files whose path, size and mtime are unchanged are not read again;
-    the cache is rewritten only when something changed. Keep it outside ``root`` or give it a
-    name starting with ``.`` so that it does not change the tree's fingerprint. ``map_id``
-    (a pseudonymiser) replaces PatientID as each header is read, before anything is cached, so
-    that a cache holds pseudonyms only; use one cache per key.
+    rows read go to the cache's journal as they come (:mod:`serialct.dicom.header_cache`), so a
+    killed index resumes where it stopped, and the cache is rewritten at the end when something
+    changed. Keep it outside ``root`` or give it a name starting with ``.`` so that it does not
+    change the tree's fingerprint. ``map_id`` (a pseudonymiser) replaces PatientID as each
+    header is read, before anything is cached, so that a cache holds pseudonyms only; use one
+    cache per key. ``workers`` > 1 reads headers in that many processes. Progress (files read,
+    rate, time left) is logged every PROGRESS_SECONDS.
     """
     root = Path(os.path.abspath(root))
     if not root.is_dir():
         raise InputError(f"{root}: DICOM folder not found (expected a directory to search)")
     start = time.perf_counter()
-    cached = _load_cache(Path(cache)) if cache is not None else {}
-    rows: list[dict[str, str]] = []
-    n_read = 0
-    for path, st in iter_files(root):
+    columns = [*COLUMNS, IS_DICOM]
+    cached = header_cache.load(Path(cache), columns) if cache is not None else {}
+    files = list(iter_files(root))
+    rows: list[dict[str, str] | None] = []
+    todo: list[tuple[int, str, str, str]] = []
+    for path, st in files:
         size, mtime = str(st.st_size), str(st.st_mtime_ns)
         old = cached.get(path)
         if old is not None and old["size"] == size and old["mtime_ns"] == mtime:
             rows.append(old)
-            continue
-        n_read += 1
-        header = read_header(path)
-        if header is not None and map_id is not None:
-            header["PatientID"] = map_id(header["PatientID"])
-        row = {"path": path, "size": size, "mtime_ns": mtime, IS_DICOM: "1" if header else "0"}
-        row.update({k: _clean(v) for k, v in (header or {}).items()})
-        rows.append({c: row.get(c, "") for c in (*COLUMNS, IS_DICOM)})
-    if cache is not None and (n_read or len(cached) != len(rows)):
-        _save_cache(Path(cache), rows)
-    table = pd.DataFrame(rows, columns=[*COLUMNS, IS_DICOM])
+        else:
+            todo.append((len(rows), path, size, mtime))
+            rows.append(None)
+    if todo:
+        logger.info("%s: %d files, %d headers to read (%d cached)", root, len(files), len(todo),
+                    len(files) - len(todo))  # fmt: skip
+    journal = header_cache.Journal(Path(cache), columns) if cache is not None and todo else None
+    progress = _Progress(root, len(todo))
+    try:
+        for (slot, path, size, mtime), header in zip(
+            todo, _read_all([t[1] for t in todo], workers), strict=True
+        ):
+            if header is not None and map_id is not None:
+                header["PatientID"] = map_id(header["PatientID"])
+            row = {"path": path, "size": size, "mtime_ns": mtime, IS_DICOM: "1" if header else "0"}
+            row.update({k: _clean(v) for k, v in (header or {}).items()})
+            rows[slot] = {c: row.get(c, "") for c in columns}
+            if journal is not None:
+                journal.add(rows[slot])
+            progress.tick()
+    finally:
+        if journal is not None:
+            journal.close()
+    done = [r for r in rows if r is not None]
+    if cache is not None and (todo or len(cached) != len(done)):
+        header_cache.save(Path(cache), done, columns)
+    table = pd.DataFrame(done, columns=columns)
     table = table[table[IS_DICOM] == "1"].drop(columns=IS_DICOM).reset_index(drop=True)
     table = table.astype({"size": "int64", "mtime_ns": "int64"})
     logger.info(
         "%s: %d DICOM files of %d (%d headers read, %d from cache) in %.2f s",
         root,
         len(table),
-        len(rows),
-        n_read,
-        len(rows) - n_read,
+        len(done),
+        len(todo),
+        len(done) - len(todo),
         time.perf_counter() - start,
     )
     return table
+
+
+PROGRESS_SECONDS: Final = 10.0  # a progress line at most this often
+PARALLEL_MIN_FILES: Final = 200  # fewer headers to read: one process (start-up costs more)
+CHUNK_FILES: Final = 64  # headers per task sent to a worker process
+
+
+def _read_all(paths: list[str], workers: int) -> Iterator[dict[str, str] | None]:
+    """Headers of ``paths`` in order: in ``workers`` processes when there are enough."""
+    if workers <= 1 or len(paths) < PARALLEL_MIN_FILES:
+        yield from map(read_header, paths)
+        return
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        yield from pool.map(read_header, paths, chunksize=CHUNK_FILES)
+
+
+class _Progress:
+    """Counts headers read and logs a progress line every PROGRESS_SECONDS."""
+
+    def __init__(self, root: Path, total: int) -> None:
+        self.root, self.total, self.done = root, total, 0
+        self.start = self.last = time.perf_counter()
+
+    def tick(self) -> None:
+        self.done += 1
+        now = time.perf_counter()
+        if now - self.last < PROGRESS_SECONDS:
+            return
+        self.last = now
+        rate = self.done / max(now - self.start, 1e-9)
+        logger.info(
+            "%s: %d of %d headers read (%.0f files/s, about %.0f s left)",
+            self.root, self.done, self.total, rate, (self.total - self.done) / rate,
+        )  # fmt: skip

@@ -19,6 +19,7 @@ from typing import Any, Final
 import pandas as pd
 
 from serialct.dicom.geometry import TILT_TOLERANCE_DEG
+from serialct.dicom.header_cache import journal_path
 from serialct.dicom.headers import read_headers
 from serialct.dicom.patient_map import apply_patient_map, read_patient_map
 from serialct.dicom.pseudonym import Pseudonymiser
@@ -295,6 +296,7 @@ def write_index(
     series_cfg: dict[str, Any] | None = None,
     pseudonymise: dict[str, Any] | None = None,
     patients: Path | None = None,
+    workers: int = 1,
 ) -> pd.DataFrame:
     """Index a centre: ``out_tsv`` (one row per scan, no file list), one manifest per scan, and
     ``<out_tsv stem>.series.tsv`` (every series found: chosen true/false and the reason).
@@ -304,20 +306,21 @@ def write_index(
     longer exist are removed. ``series_cfg`` is config ``series``; ``pseudonymise`` is config
     ``pseudonymise`` (PatientIDs replaced before anything is written, the cache included, and
     the mapping merged into its file); ``patients`` is the centre's patients sheet
-    (:mod:`serialct.dicom.patient_map`: whose each study is, for anonymised exports). Returns the
-    scan table (with ``files``).
+    (:mod:`serialct.dicom.patient_map`: whose each study is, for anonymised exports);
+    ``workers`` processes read the headers. Returns the scan table (with ``files``).
     """
     patient_map = read_patient_map(patients) if patients else None
     map_id = Pseudonymiser(pseudonymise) if pseudonymise else None
     if map_id is not None and cache is not None:
         plain = Path(cache)
-        if plain.is_file():
-            plain.unlink()  # an un-pseudonymised cache would keep real PatientIDs
-            logger.info("%s: header cache without pseudonyms removed", plain)
+        for stale in (plain, journal_path(plain)):
+            if stale.is_file():
+                stale.unlink()  # an un-pseudonymised cache would keep real PatientIDs
+                logger.info("%s: header cache without pseudonyms removed", stale)
         tag = map_id("key-fingerprint").removeprefix(map_id.prefix)[:8]
         map_id.pairs.clear()
         cache = plain.with_name(f"{plain.stem}.{tag}{plain.suffix}")
-    headers = read_headers(Path(dicom_root), cache, map_id)
+    headers = read_headers(Path(dicom_root), cache, map_id, workers)
     if patient_map is not None:
         headers = apply_patient_map(headers, Path(dicom_root), patient_map, map_id)
     if map_id is not None:
