@@ -25,7 +25,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from serialct.constants import HU_MIN_STORED
-from serialct.dicom import geometry
+from serialct.dicom import geometry, multiframe
 from serialct.dicom.headers import TRANSFER_SYNTAX, read_dataset, read_headers
 from serialct.dicom.series import describe, iso_date, list_series, parse_numbers
 from serialct.errors import InputError
@@ -78,13 +78,14 @@ NIFTI_VOX_OFFSET: Final = 352
 NIFTI_NO_EXTENSION: Final = b"\0\0\0\0"
 
 
-def _slice_hu(path: str, header: dict[str, str], ds: Dataset) -> np.ndarray:
+def _slice_hu(path: str, header: dict[str, str], ds: Dataset | np.ndarray) -> np.ndarray:
     """One file's pixels in HU (float32, y x), its own rescale applied; raises on any failure.
 
-    Uncompressed files are decoded by pydicom (fast), compressed ones by GDCM (SimpleITK).
+    Uncompressed files are decoded by pydicom (fast), compressed ones by GDCM (SimpleITK); a
+    frame of a multi-frame file comes decoded (``ds`` is its stored pixels).
     """
-    if header[TRANSFER_SYNTAX] in NATIVE_SYNTAXES:
-        stored = ds.pixel_array
+    if isinstance(ds, np.ndarray) or header[TRANSFER_SYNTAX] in NATIVE_SYNTAXES:
+        stored = ds if isinstance(ds, np.ndarray) else ds.pixel_array
         if stored.ndim != 2:
             raise ValueError(f"expected one frame of rows x columns, got shape {stored.shape}")
         slope = _number(header, "RescaleSlope", path, 1.0)
@@ -114,7 +115,7 @@ class _Volume:
 def _read_volume(
     files: list[str],
     headers: list[dict[str, str]],
-    datasets: list[Dataset],
+    datasets: list[Dataset | np.ndarray],
     stream: NiftiStream | None = None,
 ) -> _Volume:
     """Pixels of the sorted files in HU, slice by slice (padding set to HU_MIN_STORED).
@@ -292,7 +293,9 @@ def convert_series(
     uneven spacing or missing slices, which are resampled to a uniform step, unreadable files,
     which are skipped). Raises InputError for gantry tilt, mixed orientations, repeated
     positions and a series of which no file is readable. ``patient_id`` (e.g. a pseudonym from
-    the manifest) replaces the PatientID tag in the sidecar.
+    the manifest) replaces the PatientID tag in the sidecar. A series in one multi-frame
+    (Enhanced or Legacy Converted Enhanced CT) file is read frame by frame, as if each were a
+    file.
     """
     all_paths = [str(f) for f in files]
     if not all_paths:
@@ -309,6 +312,15 @@ def convert_series(
         datasets.append(found[1])
     if not paths:
         raise InputError(f"{all_paths[0]}: none of the {len(all_paths)} files is a readable DICOM")
+    if any(h[multiframe.FRAME_COUNT] for h in headers):
+        if len(paths) > 1:
+            raise InputError(
+                f"{paths[0]}: a multi-frame (enhanced) CT file in a series of {len(paths)} files; "
+                "only a series in one multi-frame file is supported"
+            )
+        paths, headers, datasets = multiframe.split_frames(
+            paths[0], headers[0], datasets[0], headers[0][TRANSFER_SYNTAX]
+        )
     stack = _stack(paths, headers)
     first = headers[stack.order[0]]
     tag_tilt = _number(first, "GantryDetectorTilt", paths[stack.order[0]], 0.0)

@@ -12,15 +12,14 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 import pandas as pd
 import pydicom
 from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
-from pydicom.multival import MultiValue
 
-from serialct.dicom import header_cache
+from serialct.dicom import header_cache, multiframe
 from serialct.dicom.tree import iter_files
 from serialct.errors import InputError
 
@@ -57,7 +56,7 @@ TAGS: Final = (
 )
 FILE_COLUMNS: Final = ("path", "size", "mtime_ns")
 TRANSFER_SYNTAX: Final = "TransferSyntaxUID"
-COLUMNS: Final = (*FILE_COLUMNS, *TAGS, TRANSFER_SYNTAX)
+COLUMNS: Final = (*FILE_COLUMNS, *TAGS, TRANSFER_SYNTAX, *multiframe.COLUMNS)
 IS_DICOM: Final = "is_dicom"  # cache-only column: non-DICOM files are cached too, as "0"
 DICOM_MAGIC: Final = b"DICM"
 DICOM_MAGIC_OFFSET: Final = 128
@@ -65,13 +64,7 @@ DICOM_MAGIC_OFFSET: Final = 128
 EVIDENCE_TAGS: Final = ("SOPClassUID", "Modality", "ImagePositionPatient", "StudyInstanceUID")
 
 
-def _text(value: Any) -> str:
-    """A tag value as one string: multi-values joined with a backslash, stripped."""
-    if value is None:
-        return ""
-    if isinstance(value, (list, tuple, MultiValue)):
-        return "\\".join(_text(v) for v in value)
-    return str(value).strip()
+_text = multiframe.tag_text
 
 
 # binary VRs (US/SS): converted by pydicom; every other tag is text and read from its raw bytes
@@ -103,7 +96,8 @@ def read_dataset(
     path: str | Path, with_pixels: bool = False
 ) -> tuple[dict[str, str], Dataset] | None:
     """The ``TAGS`` of one file as strings and its pydicom dataset (pixel data included when
-    ``with_pixels``), or None when it is not a DICOM file."""
+    ``with_pixels``), or None when it is not a DICOM file. A multi-frame file's row also gets
+    its geometry from the functional groups and ``multiframe.COLUMNS`` (empty otherwise)."""
     path = str(path)
     try:
         with open(path, "rb") as fh:
@@ -115,6 +109,9 @@ def read_dataset(
                 tag: _binary_text(ds, tag) if tag in BINARY_TAGS else _raw_text(ds, tag)
                 for tag in TAGS
             }
+            row.update(dict.fromkeys(multiframe.COLUMNS, ""))
+            if multiframe.is_multiframe(ds):
+                row = multiframe.header_values(ds, row)
     except Exception as exc:  # noqa: BLE001  any parse failure means "not DICOM" here
         logger.debug("%s: skipped, not readable as DICOM (%s)", path, exc)
         return None

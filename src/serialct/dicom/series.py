@@ -6,6 +6,7 @@ description, kernel, thickness and the same geometry. A series whose slice posit
 split into its acquisitions (AcquisitionNumber, AcquisitionTime, TemporalPositionIdentifier).
 Each series gets a ``skip_reason`` when it is no CT volume (other modality, secondary capture,
 localizer/scout, projection, repeated positions that no acquisition tag separates, ...).
+A multi-frame (Enhanced CT) file is a series by itself (:mod:`serialct.dicom.multiframe`).
 """
 
 from __future__ import annotations
@@ -19,10 +20,16 @@ from typing import Final
 import numpy as np
 import pandas as pd
 
+from serialct.dicom.multiframe import FRAME_COUNT, FRAME_REASON, LAST_FRAME_POSITION
+
 logger = logging.getLogger("serialct")
 
 CT_IMAGE_STORAGE: Final = "1.2.840.10008.5.1.4.1.1.2"
 ENHANCED_CT_IMAGE_STORAGE: Final = "1.2.840.10008.5.1.4.1.1.2.1"
+LEGACY_CONVERTED_ENHANCED_CT_IMAGE_STORAGE: Final = "1.2.840.10008.5.1.4.1.1.2.2"
+CT_STORAGE_CLASSES: Final = frozenset(
+    {CT_IMAGE_STORAGE, ENHANCED_CT_IMAGE_STORAGE, LEGACY_CONVERTED_ENHANCED_CT_IMAGE_STORAGE}
+)
 SECONDARY_CAPTURE_PREFIX: Final = "1.2.840.10008.5.1.4.1.1.7"
 CT_MODALITY: Final = "CT"
 # ImageType values of images that are no reconstructed volume
@@ -132,12 +139,12 @@ def _file_reason(first: dict[str, str]) -> str:
     """Why a series (judged by its first file) is no CT volume; empty when it is one."""
     sop = first["SOPClassUID"]
     modality = first["Modality"]
-    if modality != CT_MODALITY and not (modality == "" and sop == CT_IMAGE_STORAGE):
+    if modality != CT_MODALITY and not (modality == "" and sop in CT_STORAGE_CLASSES):
         return f"modality {modality or '(blank)'} is not CT"
     if sop.startswith(SECONDARY_CAPTURE_PREFIX):
         return "secondary capture"
-    if sop == ENHANCED_CT_IMAGE_STORAGE:
-        return "enhanced (multi-frame) CT is not supported"
+    if first.get(FRAME_REASON):
+        return first[FRAME_REASON]
     kinds = sorted(
         NON_VOLUME_IMAGE_TYPES & {t.strip().upper() for t in first["ImageType"].split("\\")}
     )
@@ -236,6 +243,12 @@ def _tilt_deg(offsets: np.ndarray, ipp: np.ndarray, normal: np.ndarray | None) -
     return math.degrees(math.acos(min(1.0, abs(float(step @ normal)) / length)))
 
 
+_MULTI_FILE_REASON: Final = (
+    "multi-frame (enhanced) CT split over {n} files or mixed with single-frame files: only a "
+    "series in one multi-frame file is supported"
+)
+
+
 def list_series(headers: pd.DataFrame) -> pd.DataFrame:
     """One row per image series in a ``read_headers`` table (``SERIES_COLUMNS``).
 
@@ -243,6 +256,8 @@ def list_series(headers: pd.DataFrame) -> pd.DataFrame:
     repeated slice positions becomes one row per acquisition (``acquisition`` names the tag and
     value, ``series_key`` gets a suffix). ``coverage_mm`` is the extent along the slice normal;
     ``gantry_tilt_deg`` the larger of the GantryDetectorTilt tag and the tilt of the positions.
+    A series in one multi-frame (Enhanced CT) file counts its frames in ``n_files`` and takes
+    coverage and tilt from its lowest and highest frames.
     """
     images = headers[headers["Rows"] != ""] if len(headers) else headers
     if len(images) == 0:
@@ -271,6 +286,15 @@ def list_series(headers: pd.DataFrame) -> pd.DataFrame:
             first = {c: values[positions[0]] for c, values in columns.items()}
             thick = thickness[positions]
             tilts = np.abs(tag_tilt[positions])
+            ipp = columns["ImagePositionPatient"][positions]
+            n_slices, frame_reason = len(positions), ""
+            if FRAME_COUNT in columns and any(columns[FRAME_COUNT][positions]):
+                if len(positions) > 1:
+                    frame_reason = _MULTI_FILE_REASON.format(n=len(positions))
+                else:  # one multi-frame file: its ends give coverage and tilt
+                    n_slices = int(first[FRAME_COUNT])
+                    ipp = np.array([ipp[0], first[LAST_FRAME_POSITION]])
+                    offsets = _offsets(ipp, normal)
             finite = offsets[np.isfinite(offsets)]
             image_type = first["ImageType"]
             rows.append(
@@ -287,7 +311,7 @@ def list_series(headers: pd.DataFrame) -> pd.DataFrame:
                     "manufacturer": first["Manufacturer"],
                     "kernel": first["ConvolutionKernel"],
                     "image_type": image_type,
-                    "n_files": len(positions),
+                    "n_files": n_slices,
                     "slice_thickness": float(np.nanmedian(thick))
                     if np.isfinite(thick).any()
                     else math.nan,
@@ -298,9 +322,9 @@ def list_series(headers: pd.DataFrame) -> pd.DataFrame:
                     "coverage_mm": float(finite.max() - finite.min()) if finite.size else 0.0,
                     "gantry_tilt_deg": max(
                         float(np.nanmax(tilts)) if np.isfinite(tilts).any() else 0.0,
-                        _tilt_deg(offsets, columns["ImagePositionPatient"][positions], normal),
+                        _tilt_deg(offsets, ipp, normal),
                     ),
-                    "skip_reason": _file_reason(first) or repeat_reason,
+                    "skip_reason": _file_reason(first) or frame_reason or repeat_reason,
                     "files": columns["path"][positions].tolist(),
                 }
             )
