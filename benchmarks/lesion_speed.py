@@ -1,8 +1,10 @@
 """Speed of COVID-Lesion Net inference at 512x512.
 
-CPU (default): seconds per 512x512 slice with N threads (default 2), two ways:
+CPU (default): seconds per 512x512 slice with N threads (default 2), three ways:
   * workflow path: ``segment_lesions`` on a 512x512 phantom (0.7 mm pixels, resampled to the
     model's training spacing, lung everywhere), wall seconds / slices;
+  * slice images: one 512x512 8-bit image through ``segment-slices``' path with the checkpoint's
+    slice settings (for the default model: 8 passes of test-time augmentation);
   * raw net: forward passes on 512x512 slices at native size, batch 8.
 Sweep (``--device cuda``, or ``--sweep`` on CPU): slices/s of the raw net at ``--size`` (512)
 for several batch sizes and precisions (fp32, bf16 and fp16 autocast), with and without
@@ -48,6 +50,30 @@ def cpu_workflow(model_path: Path, n_slices: int) -> float:
     t0 = time.perf_counter()
     segment_lesions(ct, lung, model_path, config)
     return (time.perf_counter() - t0) / n_slices
+
+
+def cpu_slice_images(model_path: Path, reps: int) -> float:
+    """Seconds per 512x512 8-bit image through ``segment-slices``' path with its defaults (the
+    checkpoint's slice settings: window estimated, test-time augmentation, pixel size)."""
+    from serialct.lesion.slices import hu_to_window, segment_slice_array
+
+    p = draw_phantom_slice()
+    pixels = hu_to_window(p, -400.0, 1500.0)
+    model, meta = load_model(model_path, torch.device("cpu"))
+    config = defaults()
+    segment_slice_array(pixels, model, meta, torch.device("cpu"), config, None, None)  # warm-up
+    start = time.perf_counter()
+    for _ in range(reps):
+        segment_slice_array(pixels, model, meta, torch.device("cpu"), config, None, None)
+    return (time.perf_counter() - start) / reps
+
+
+def draw_phantom_slice() -> np.ndarray:
+    """The middle slice (HU) of a 512x512 phantom."""
+    from serialct.phantom import draw_phantom
+
+    p = draw_phantom(np.random.default_rng(0), shape=(8, SIZE, SIZE), lesion_percent=5.0)
+    return p.hu[4].astype(np.float32)
 
 
 def raw_net(
@@ -124,6 +150,8 @@ def main() -> None:
             return
         s = cpu_workflow(model_path, args.slices)
         print(f"workflow segment_lesions, {SIZE}x{SIZE} at {PIXEL_MM} mm: {s:.3f} s/slice")
+        s = cpu_slice_images(model_path, reps=5)
+        print(f"segment-slices (checkpoint's slice settings), one {SIZE}x{SIZE} image: {s:.3f} s")
         sps = raw_net(model, torch.device("cpu"), 8, None, False, reps=2)
         print(f"raw net at native {SIZE}x{SIZE}, batch 8, fp32: {1 / sps:.3f} s/slice")
         return
