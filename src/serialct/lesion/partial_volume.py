@@ -9,8 +9,8 @@ left dome and 9 cm³ at the edge of a right hilar tumour (a mass outside the lun
 below it), with 97 % and 78 % of their voxels on the surface (``resources/models/README.md``).
 
 The rule: a voxel is on the surface when the voxel directly above or below it (in the scan's slice
-direction, inside the scan) is outside the lung mask; a lesion component (26-connected) most of
-whose voxels are on the surface (share above :data:`SURFACE_SHARE`) is dropped. A real lesion
+direction, inside the scan) is outside the lung mask; a lesion component (26-connected) more than
+three quarters of whose voxels are on the surface (:data:`SURFACE_SHARE`) is dropped. A real lesion
 that reaches the diaphragm extends over several slices inside the lung, so most of its voxels
 have lung above and below them, and it is kept whole.
 """
@@ -24,7 +24,7 @@ from scipy import ndimage
 
 # Share of a component's voxels on the cranio-caudal lung surface above which it is a partial-volume
 # layer. Chosen on the real normal chests and the phantoms of resources/models/README.md (0.5 also
-# removed predicted lesions of two thick-slice phantoms, 0.9 kept a 9 cm3 layer beside the heart);
+# removed predicted lesions of two thick-slice phantoms, 0.9 kept the 9 cm3 rim of a hilar tumour);
 # at 0.75 no true phantom lesion component is dropped.
 SURFACE_SHARE: Final = 0.75
 
@@ -40,7 +40,8 @@ def on_surface(lung: np.ndarray) -> np.ndarray:
 
 
 def drop_surface_layers(lesion: np.ndarray, lung: np.ndarray) -> np.ndarray:
-    """``lesion`` (z, y, x bool) without its components that are mostly lung surface."""
+    """``lesion`` (z, y, x bool) without its components that are more than SURFACE_SHARE lung
+    surface."""
     if not lesion.any():
         return lesion
     labels, n = ndimage.label(lesion, structure=np.ones((3, 3, 3), dtype=bool))
