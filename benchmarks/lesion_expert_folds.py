@@ -2,12 +2,13 @@
 expert slices.
 
 Usage: python benchmarks/lesion_expert_folds.py --external PT [recipe flags as in
-    resources/models/README.md] [--folds 0,1] [--split-seed 0] [--out JSON]
+    resources/models/README.md] [--k 2] [--folds 0,1] [--split-seed 0] [--out PT] [--json OUT]
 
 The shipped model is the pretrained checkpoint (``--external``: never saw an expert slice)
 fine-tuned on all 50 expert slices, so those 50 cannot score it. Here each fold fine-tunes the
 same pretrained checkpoint exactly as ``serialct train-real``'s second stage does (same pools,
-weights, steps, learning rate and threshold) but on 25 expert slices, and scores the other 25
+weights, steps, learning rate and threshold) but on the other folds' expert slices (25 of 50 with
+the default ``--k 2``), and scores its own fold
 through ``segment-slices``' default path (window estimated per image): mean per-slice lesion
 Dice, and GGO / consolidation Dice (mean over slices whose truth has that class, the HU split of
 the prediction against the expert classes). Caveat: the MedSeg slices carry no patient id, and a
@@ -52,20 +53,26 @@ def main() -> None:
     add_recipe_arguments(ap)
     ap.add_argument("--external", required=True, help="the pretrained (stage 1) checkpoint")
     ap.add_argument("--folds", default="0,1")
+    ap.add_argument("--k", type=int, default=2, help="number of folds the slices are split into")
     ap.add_argument("--split-seed", type=int, default=0)
     ap.add_argument("--json", help="write the results here")
+    ap.add_argument(
+        "--slice-settings-from",
+        help="also score with this checkpoint's slice_inference settings (e.g. the shipped model)",
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     rng = np.random.default_rng(args.seed)
     pools = load_pools(args, rng)
     images = sorted((Path(args.expert) / "Imgs").glob("*.jpg"), key=lambda p: p.stem)
     order = np.random.default_rng(args.split_seed).permutation(len(images))
-    halves = [sorted(order[0::2]), sorted(order[1::2])]
+    parts = [sorted(order[i :: args.k]) for i in range(args.k)]
     by_name = {s.name.split("/")[-1]: s for s in pools["expert"]}
     results = []
     for f in (int(v) for v in args.folds.split(",")):
         t0 = time.monotonic()
-        train_idx, test_idx = halves[1 - f], halves[f]
+        test_idx = parts[f]
+        train_idx = sorted(i for j, part in enumerate(parts) if j != f for i in part)
         model, meta = load_model(Path(args.external), torch.device("cpu"))
         model.train()
         fold_pools = {**pools, "expert": [by_name[images[i].stem] for i in train_idx]}
@@ -73,6 +80,12 @@ def main() -> None:
                     lr=args.finetune_lr, crop=finetune_crop(args), args=args, rng=rng)  # fmt: skip
         model.eval()
         res = score(model, meta, [images[i] for i in test_idx])
+        if args.slice_settings_from:
+            _, shipped = load_model(Path(args.slice_settings_from), torch.device("cpu"))
+            meta = meta | {"slice_inference": shipped["slice_inference"]}
+            with_settings = score(model, meta, [images[i] for i in test_idx])
+            res["with_slice_settings"] = with_settings | {"settings": shipped["slice_inference"]}
+            res["test_slices"] = [images[i].stem for i in test_idx]
         if args.out:
             from serialct.lesion.checkpoint import save_checkpoint
 
