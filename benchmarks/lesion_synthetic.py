@@ -39,12 +39,20 @@ def main() -> None:
         help="comma-separated ZxYxX phantom grids (the field of view is fixed: more slices are "
         "thinner)",
     )
+    ap.add_argument(
+        "--surface-rule",
+        choices=["on", "off", "both"],
+        default="on",
+        help="config lesion.drop_surface_layers: as configured (on), off, or both side by side",
+    )
     args = ap.parse_args()
     shapes = [tuple(int(n) for n in s.split("x")) for s in args.shapes.split(",")]
     torch.set_num_threads(1)
     config = copy.deepcopy(defaults())
     config["device"] = "cpu"
-    results: dict[str, list[tuple[float, float]]] = {m: [] for m in args.model}
+    rules = {"on": [True], "off": [False], "both": [False, True]}[args.surface_rule]
+    runs = [(m, rule) for m in args.model for rule in rules]
+    results: dict[tuple[str, bool], list[tuple[float, float]]] = {r: [] for r in runs}
     i = 0
     for shape in shapes:
         for burden in BURDENS:
@@ -56,16 +64,18 @@ def main() -> None:
             lung.CopyInformation(ct)
             truth = p.lesion > 0
             line = f"{shape!s:16s} {burden:5.1f} %"
-            for m in args.model:
+            for m, rule in runs:
+                config["lesion"]["drop_surface_layers"] = rule
                 pred = sitk.GetArrayFromImage(segment_lesions(ct, lung, Path(m), config)) > 0
                 d = 2 * int((pred & truth).sum()) / max(int(pred.sum() + truth.sum()), 1)
                 err = (int(pred.sum()) - int(truth.sum())) / max(int(truth.sum()), 1)
-                results[m].append((d, err))
+                results[(m, rule)].append((d, err))
                 line += f" | Dice {d:.3f} vol err {err:+.1%}"
             print(line, flush=True)
-    for m, rows in results.items():
+    for (m, rule), rows in results.items():
         dices, errs = zip(*rows, strict=True)
-        print(f"{m}: mean Dice {np.mean(dices):.3f}, max |vol err| {np.max(np.abs(errs)):.1%}")
+        print(f"{m} (surface rule {'on' if rule else 'off'}): mean Dice {np.mean(dices):.3f}, "
+              f"max |vol err| {np.max(np.abs(errs)):.1%}")  # fmt: skip
 
 
 if __name__ == "__main__":
