@@ -1,14 +1,16 @@
 """Readers of the files users hand to the commands: any failure is an InputError naming the file.
 
-Images (SimpleITK), JSON objects and the CT/mask grid check. A gzip-compressed image is read
-through to its end first (ITK reads a truncated ``.nii.gz`` without complaint, the missing voxels
-zero) and a NIfTI's data is checked to be as long as its header says. Tables are read by
+Images (SimpleITK), JSON objects and the CT/mask grid check. ITK reads a truncated ``.nii.gz``
+without complaint (the missing voxels zero), so a NIfTI's data is checked to be as long as its
+header says: for a gzip file first from the size its trailer states, and only when that does not
+match (or the file is no NIfTI) by reading the stream through to its end. Tables are read by
 :mod:`serialct.sheets` and :func:`serialct.histogram.read_reference`, which do the same.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import zlib
 from pathlib import Path
 from typing import Any, Final
@@ -21,6 +23,7 @@ from serialct.failures import UNREADABLE_IMAGE
 
 CHUNK_BYTES: Final = 1 << 22
 GZIP_MAGIC: Final = b"\x1f\x8b"
+GZIP_ISIZE_MODULUS: Final = 2**32
 NIFTI_SUFFIXES: Final = (".nii", ".nii.gz")
 SPACING_RTOL: Final = 1e-4  # as serialct.quantify: masks carry the CT's spacing
 
@@ -55,14 +58,27 @@ def _uncompressed_bytes(path: Path) -> int:
     return total
 
 
+def _gzip_trailer_size(path: Path) -> int | None:
+    """The uncompressed size (mod 2**32) a complete gzip file states in its last 4 bytes (ISIZE,
+    RFC 1952); None for a file that is not gzip. A truncated file ends in compressed data, whose
+    last bytes match the expected size only by chance (1 in 2**32)."""
+    with path.open("rb") as fh:
+        if fh.read(len(GZIP_MAGIC)) != GZIP_MAGIC:
+            return None
+        fh.seek(-4, os.SEEK_END)
+        return int.from_bytes(fh.read(4), "little")
+
+
 def _nifti_data_bytes(path: Path) -> int | None:
     """Header offset plus voxel bytes a NIfTI needs, or None when nibabel cannot tell."""
     import nibabel as nib
 
     try:
-        header = nib.load(path).header
-        shape = header.get_data_shape()
-        return int(header["vox_offset"]) + int(np.prod(shape)) * int(header["bitpix"]) // 8
+        image = nib.load(path)
+        shape = image.header.get_data_shape()
+        # the offset as stored in the file (the loaded header's vox_offset may read 0)
+        offset = int(image.dataobj.offset)
+        return offset + int(np.prod(shape)) * int(image.header["bitpix"]) // 8
     except Exception:  # noqa: BLE001  not a NIfTI nibabel reads: SimpleITK gives the message
         return None
 
@@ -71,9 +87,10 @@ def read_image(path: str | Path, pixel_type: int = sitk.sitkUnknown) -> sitk.Ima
     """An image file (NIfTI, NRRD, MHA...) read with SimpleITK."""
     path = Path(path)
     _existing_file(path, "image")
-    size = _uncompressed_bytes(path)
-    if path.name.lower().endswith(NIFTI_SUFFIXES):
-        needed = _nifti_data_bytes(path)
+    needed = _nifti_data_bytes(path) if path.name.lower().endswith(NIFTI_SUFFIXES) else None
+    if needed is None or _gzip_trailer_size(path) != needed % GZIP_ISIZE_MODULUS:
+        # the cheap check did not settle it: decompress to the end (raises if the stream breaks)
+        size = _uncompressed_bytes(path)
         if needed is not None and size < needed:
             raise InputError(
                 f"{path}: truncated NIfTI ({size} of {needed} bytes); copy or export it again"
