@@ -13,6 +13,7 @@ includes the Python interpreter and the CT).
     .venv/bin/python benchmarks/lung_validation.py               # 300x512x512, ~12 min
     .venv/bin/python benchmarks/lung_validation.py --shape 96x192x192
     .venv/bin/python benchmarks/lung_validation.py --seeds 4,1,2     # a few phantoms only
+    .venv/bin/python benchmarks/lung_validation.py --set midpoint_edge=false  # a lung setting
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
+import yaml
 from scipy import ndimage as ndi
 
 from serialct.config import defaults
@@ -73,13 +75,13 @@ def _nearest_labels(labels: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return out
 
 
-def _segment(queue: mp.Queue, path: str) -> None:
+def _segment(queue: mp.Queue, path: str, lung_cfg: dict) -> None:
     """Child process (spawned, so its peak RSS is this scan's alone: interpreter, CT, mask):
     the mask and its time."""
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(THREADS)
     image = sitk.ReadImage(path)
     start = time.perf_counter()
-    lung = segment_lungs(image, defaults()["lung"])
+    lung = segment_lungs(image, lung_cfg)
     seconds = time.perf_counter() - start
     sitk.WriteImage(lung, path.replace(".nii", "_lung.nii"))
     queue.put((seconds, _peak_mb()))
@@ -91,7 +93,17 @@ def main() -> None:
     parser.add_argument(
         "--seeds", default="", help="comma-separated phantom seeds of CASES (default: all)"
     )
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help="a lung.* setting (YAML value), e.g. midpoint_edge=false; repeatable",
+    )  # fmt: skip
     args = parser.parse_args()
+    lung_cfg = defaults()["lung"]
+    for item in args.set:
+        key, _, value = item.partition("=")
+        if key not in lung_cfg:
+            parser.error(f"--set {item}: no lung setting {key!r}; known: {sorted(lung_cfg)}")
+        lung_cfg[key] = yaml.safe_load(value)
     shape = tuple(int(n) for n in args.shape.split("x"))
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     unknown = sorted(set(seeds) - {case[0] for case in CASES})
@@ -113,7 +125,7 @@ def main() -> None:
             path = str(Path(tmp) / "ct.nii")
             sitk.WriteImage(image, path)
             queue = ctx.Queue()
-            child = ctx.Process(target=_segment, args=(queue, path))
+            child = ctx.Process(target=_segment, args=(queue, path, lung_cfg))
             child.start()
             seconds, peak = queue.get()
             child.join()

@@ -3,7 +3,7 @@ and morphological operation"), and a plausibility check of the result (``lung_qc
 
 Steps, on the CT re-oriented to LPS (array axes: inferior->superior, anterior->posterior,
 right->left; the result is turned back to the CT's own orientation). Steps 1-5 run on a work
-grid of about ``grid_mm`` (block means of the CT); step 6 returns to full resolution:
+grid of about ``grid_mm`` (block means of the CT); steps 6-7 at full resolution:
 
 1. body: the largest connected component above ``threshold_hu``, holes filled slice by slice;
 2. candidates: voxels below ``threshold_hu`` in the holes of the body (so not outside air);
@@ -44,7 +44,11 @@ grid of about ``grid_mm`` (block means of the CT); step 6 returns to full resolu
      slice, and the floor (apex) there is not modelled: it is the scan's edge;
 6. full resolution: the work grid's lung minus one block at its edge, and all it added by
    morphology, are lung; in the band one block wide around it, full-resolution voxels below
-   ``threshold_hu`` are; each takes the side of the nearest work-grid lung voxel.
+   ``threshold_hu`` are; each takes the side of the nearest work-grid lung voxel;
+7. the outer edge at the partial-volume midpoint (``midpoint_edge``, :mod:`serialct.lung.edge`):
+   the mask's outermost voxels below ``threshold_hu`` stay lung only below the HU halfway
+   between the lung just inside them and soft tissue (about -405 HU for aerated lung), so an
+   edge voxel counts as lung when more than half of it is.
 
 Measured on real chest CT (benchmarks/real_lung_masks.py, benchmarks/real_lung_masks.md; five
 series of normal lungs, two patients with a tumour, and one cut to the lower half of a chest):

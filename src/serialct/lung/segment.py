@@ -12,6 +12,7 @@ from scipy import ndimage as ndi
 
 from serialct.constants import LUNG_BACKGROUND, LUNG_LEFT, LUNG_RIGHT, MM3_PER_CM3
 from serialct.lung.airways import AIRWAY_ZONE_MM, find_airways
+from serialct.lung.edge import midpoint_edge
 from serialct.lung.fills import (
     BiteRules,
     between_lungs,
@@ -56,6 +57,8 @@ def segment_lungs(ct: sitk.Image, lung_cfg: dict[str, Any]) -> sitk.Image:
         )
         hu = sitk.GetArrayViewFromImage(oriented)
         labels = refine(hu, threshold, coarse_labels, airway, candidates, factors)
+    if lung_cfg["midpoint_edge"]:
+        labels = midpoint_edge(labels, hu, spacing, threshold)
     cm3 = float(np.prod(spacing)) / MM3_PER_CM3
     log.info(
         "lung mask: right %.1f cm3, left %.1f cm3 (work grid %s of %s voxels)",
