@@ -86,7 +86,6 @@ LUNG_HEIGHT_MM: Final = 230.0
 LUNG_CENTER_X_MM: Final = 72.0
 LUNG_CENTER_Y_MM: Final = 5.0
 LUNG_SEMI_AXES_MM: Final = (56.0, 81.0)  # (x, y) below the apical taper
-APEX_TAPER_FRACTION: Final = 0.35  # upper fraction of the lung height that narrows to the apex
 DIAPHRAGM_DOME_MM: Final = {LUNG_RIGHT: 50.0, LUNG_LEFT: 40.0}
 MEDIASTINUM_HALF_WIDTH_MM: Final = 18.0
 HEART_CENTER_MM: Final = (55.0, -25.0, 25.0)  # (z above lung base, y, x)
@@ -100,6 +99,14 @@ BRONCHUS_END_MM: Final = ((-50.0, -25.0), 15.0, 42.0)  # (dz range, y, |x|) of a
 BRONCHUS_RADIUS_MM: Final = {LUNG_RIGHT: 6.5, LUNG_LEFT: 5.5}
 # oblique fissure: height fraction at the back (normalised y +1) and at the front (-1) of the
 # lung, linear in between; right horizontal fissure: height fraction
+# lung shape: scale factors of the lungs' height, width (x) and depth (y), the upper fraction of
+# the height that narrows to the apex, each diaphragm dome's height and the heart's size
+LUNG_HEIGHT_SCALE: Final = (0.88, 1.12)
+LUNG_WIDTH_SCALE: Final = (0.88, 1.12)
+LUNG_DEPTH_SCALE: Final = (0.90, 1.10)
+APEX_TAPER_RANGE: Final = (0.25, 0.45)
+DIAPHRAGM_DOME_SCALE: Final = (0.70, 1.30)
+HEART_SCALE: Final = (0.90, 1.15)
 OBLIQUE_POSTERIOR: Final = (0.60, 0.80)
 OBLIQUE_ANTERIOR: Final = (0.0, 0.14)
 HORIZONTAL_FISSURE: Final = (0.44, 0.60)
@@ -274,11 +281,30 @@ def draw_anatomy(
     hu[(x / ax_z) ** 2 + (y / ay_z) ** 2 <= 1.0] = HU_FAT
     hu[(x / (ax_z - fat)) ** 2 + (y / (ay_z - fat)) ** 2 <= 1.0] = HU_MUSCLE
 
+    # patient-to-patient anatomy from a child generator: the main stream (and so every later
+    # draw: vessels, lesions) is the same as without it
+    variation = rng.spawn(1)[0]
+    carina_below_apex = variation.uniform(*CARINA_BELOW_APEX_MM) * s
+    bronchus_dz = variation.uniform(*BRONCHUS_END_MM[0])
+    posterior, anterior = (variation.uniform(*r) for r in (OBLIQUE_POSTERIOR, OBLIQUE_ANTERIOR))
+    oblique = (0.5 * (posterior + anterior), 0.5 * (posterior - anterior))  # a + b * yn
+    horizontal_fissure = variation.uniform(*HORIZONTAL_FISSURE)
+    height_scale, width_scale, depth_scale, taper_fraction = (
+        variation.uniform(*r)
+        for r in (LUNG_HEIGHT_SCALE, LUNG_WIDTH_SCALE, LUNG_DEPTH_SCALE, APEX_TAPER_RANGE)
+    )
+    dome_mm = {
+        side: mm * variation.uniform(*DIAPHRAGM_DOME_SCALE)
+        for side, mm in DIAPHRAGM_DOME_MM.items()
+    }
+    heart_scale = variation.uniform(*HEART_SCALE)
+
     # lung geometry (shared with ribs and vessels)
-    height = LUNG_HEIGHT_MM * s
+    height = LUNG_HEIGHT_MM * s * height_scale
     z_apex = LUNG_APEX_Z_MM
     z_base = z_apex - height
-    l_ax, l_ay = (a * s for a in LUNG_SEMI_AXES_MM)
+    l_ax = LUNG_SEMI_AXES_MM[0] * s * width_scale
+    l_ay = LUNG_SEMI_AXES_MM[1] * s * depth_scale
 
     # rib cage: tilted bands on an elliptic shell, over the lungs' z range
     rx, ry = body_ax - RIBCAGE_INSET_MM[0], body_ay - RIBCAGE_INSET_MM[1]
@@ -299,21 +325,14 @@ def draw_anatomy(
     hu[np.broadcast_to(core, shape) & vertebra] = HU_CANCELLOUS_BONE
 
     # lungs: elliptic cross-sections narrowing to a dome at the apex, diaphragm domes below
-    taper = np.sqrt(np.clip((z_apex - z) / (APEX_TAPER_FRACTION * height), 1e-6, 1.0))
+    taper = np.sqrt(np.clip((z_apex - z) / (taper_fraction * height), 1e-6, 1.0))
     heart_c = np.array(HEART_CENTER_MM) + [z_base, 0.0, 0.0]
-    hz, hy, hx = (a * s for a in HEART_SEMI_AXES_MM)
+    hz, hy, hx = (a * s * heart_scale for a in HEART_SEMI_AXES_MM)
     heart = ((z - heart_c[0]) / hz) ** 2 + ((y - heart_c[1]) / hy) ** 2 + (
         (x - heart_c[2]) / hx
     ) ** 2 <= 1.0
     hu[heart] = HU_BLOOD
-    # patient-to-patient anatomy from a child generator: the main stream (and so every later
-    # draw: vessels, lesions) is the same as without it
-    variation = rng.spawn(1)[0]
-    z_carina = z_apex - variation.uniform(*CARINA_BELOW_APEX_MM) * s
-    bronchus_dz = variation.uniform(*BRONCHUS_END_MM[0])
-    posterior, anterior = (variation.uniform(*r) for r in (OBLIQUE_POSTERIOR, OBLIQUE_ANTERIOR))
-    oblique = (0.5 * (posterior + anterior), 0.5 * (posterior - anterior))  # a + b * yn
-    horizontal_fissure = variation.uniform(*HORIZONTAL_FISSURE)
+    z_carina = z_apex - carina_below_apex
     airway = np.broadcast_to(x**2 + (y - TRACHEA_Y_MM) ** 2 <= TRACHEA_RADIUS_MM**2, shape) & (
         z >= z_carina
     )
@@ -337,7 +356,7 @@ def draw_anatomy(
         cx = sign * LUNG_CENTER_X_MM * s
         base_r2 = ((x - cx) / l_ax) ** 2 + ((y - LUNG_CENTER_Y_MM) / l_ay) ** 2  # (1, y, x)
         rho2 = base_r2 / taper**2
-        z_floor = z_base + DIAPHRAGM_DOME_MM[side] * s * (1.0 - np.minimum(base_r2, 1.0))
+        z_floor = z_base + dome_mm[side] * s * (1.0 - np.minimum(base_r2, 1.0))
         region = (rho2 <= 1.0) & (z >= z_floor) & ~excluded
         lung[region] = side
         subpleural |= region & (rho2 > SUBPLEURAL_RHO2)
