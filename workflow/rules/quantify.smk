@@ -3,6 +3,7 @@
 
 rule quantify:
     input:
+        manifest=f"{RESULTS}/index/{{center}}/{{patient}}/{{scan}}.json",  # (identity if failed)
         ct=f"{SCAN_DIR}/ct.nii.gz",
         sidecar=f"{SCAN_DIR}/ct.json",
         lung=f"{SCAN_DIR}/lung.nii.gz",

@@ -2,8 +2,16 @@
 import sys
 
 sys.stderr = open(snakemake.log[0], "w")  # noqa: SIM115  first: everything goes to the log
+from pathlib import Path
+
 from serialct.logs import setup
+from serialct.scan_failure import run_scan_step
 from serialct.steps import convert_scan
 
 setup()
-convert_scan(snakemake.input.manifest, snakemake.output.ct, snakemake.output.sidecar)
+run_scan_step(
+    "convert",
+    Path(snakemake.output.ct).parent,
+    snakemake.output,
+    lambda: convert_scan(snakemake.input.manifest, snakemake.output.ct, snakemake.output.sidecar),
+)

@@ -5,14 +5,22 @@ sys.stderr = open(snakemake.log[0], "w")  # noqa: SIM115  first: everything goes
 from pathlib import Path
 
 from serialct.logs import setup
+from serialct.scan_failure import run_scan_step, write_not_measured
 from serialct.steps import quantify_scan
 
 setup()
-quantify_scan(
-    Path(snakemake.input.ct).parent,
-    snakemake.input.sidecar,
-    snakemake.input.reference,
-    snakemake.output.metrics,
-    snakemake.output.qc,
-    snakemake.config,
+out = snakemake.output
+run_scan_step(
+    "quantify",
+    Path(out.metrics).parent,
+    out,
+    lambda: quantify_scan(
+        Path(snakemake.input.ct).parent,
+        snakemake.input.sidecar,
+        snakemake.input.reference,
+        out.metrics,
+        out.qc,
+        snakemake.config,
+    ),
+    on_failure=lambda line: write_not_measured(snakemake.input.manifest, out.metrics, out.qc, line),
 )
