@@ -6,6 +6,8 @@ Snakefile validates with the same file (``workflow/schemas`` links here).
 
 from __future__ import annotations
 
+import copy
+from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -19,9 +21,15 @@ SCHEMA_PACKAGE = "serialct.schemas"
 
 
 def load_schema(name: str) -> dict[str, Any]:
-    """Read a schema shipped in ``serialct/schemas`` (e.g. ``config``, ``clinical``)."""
+    """Read a schema shipped in ``serialct/schemas`` (e.g. ``config``, ``clinical``); a copy the
+    caller may change (the file is parsed once per process, with libyaml when present)."""
+    return copy.deepcopy(_parsed_schema(name))
+
+
+@cache
+def _parsed_schema(name: str) -> dict[str, Any]:
     text = resources.files(SCHEMA_PACKAGE).joinpath(f"{name}.schema.yaml").read_text()
-    return yaml.safe_load(text)
+    return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
 
 
 def _extend_with_default(validator_class: type) -> type:
@@ -39,7 +47,7 @@ def _extend_with_default(validator_class: type) -> type:
 
 
 def _copy(value: Any) -> Any:
-    return yaml.safe_load(yaml.safe_dump(value))
+    return copy.deepcopy(value)
 
 
 DefaultFillingValidator = _extend_with_default(jsonschema.Draft202012Validator)
