@@ -118,3 +118,32 @@ def test_real_exports_with_blank_patient_id_convert_when_mapped(tmp_path: Path) 
         sidecar = json.loads((out / "ct.json").read_text())
         assert sidecar["patient_id"] == manifest.parent.name
         assert (out / "ct.nii.gz").stat().st_size > 0
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(not REAL_DATA.is_dir(), reason=REAL_MISSING)
+def test_mapped_real_exports_reach_the_scans_table(tmp_path: Path) -> None:
+    """The same two real exports through the workflow with the sheet as config
+    ``centers.NAME.patients``: both studies are rows of tables/scans.tsv under the sheet's ids
+    (with a failed lung QC: an abdomen and a two-slice chest are not whole lungs)."""
+    from test_workflow import snakemake
+
+    root = tmp_path / "dicom"
+    for name in ("siemens-j2k-abdomen", "lungmask-chest-slices"):
+        shutil.copytree(REAL_DATA / name, root / name, ignore=shutil.ignore_patterns("*.nii*"))
+    sheet = _sheet(tmp_path / "patients.tsv", [
+        {"patient_id": "ABD1", "folder": "siemens-j2k-abdomen"},
+        {"patient_id": "CHEST1", "folder": "lungmask-chest-slices", "study_date": "2019-05-06"},
+    ])  # fmt: skip
+    clinical = _sheet(tmp_path / "clinical.tsv", [
+        {"patient_id": p, "severity": "moderate", "onset_date": "2019-01-01",
+         "admission_date": "2019-01-02"} for p in ("ABD1", "CHEST1")
+    ])  # fmt: skip
+    config = tmp_path / "config.yaml"
+    center = {"dicom": str(root), "clinical": str(clinical), "patients": str(sheet)}
+    config.write_text(json.dumps({"results": str(tmp_path / "results"), "centers": {"A": center}}))
+    run = snakemake("--configfile", str(config))
+    assert run.returncode == 0, run.stderr[-5000:]
+    scans = pd.read_csv(tmp_path / "results" / "tables" / "scans.tsv", sep="\t", dtype=str)
+    assert sorted(zip(scans["patient_id"], scans["study_date"], strict=True)) == [
+        ("ABD1", "2022-12-08"), ("CHEST1", "2019-05-06")]  # fmt: skip
