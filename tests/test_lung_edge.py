@@ -5,9 +5,11 @@ blurred by a point-spread function of one voxel, as a scanner does)."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from scipy import ndimage as ndi
 
-from serialct.lung.edge import SOFT_TISSUE_HU, midpoint_edge
+import serialct.lung.edge as edge_module
+from serialct.lung.edge import INTERIOR_MM, SOFT_TISSUE_HU, midpoint_edge
 
 SPACING = (2.0, 2.0, 2.0)
 THRESHOLD = -300.0
@@ -71,3 +73,37 @@ def test_a_scans_cut_is_not_an_edge() -> None:
 def test_no_lung_is_returned_unchanged() -> None:
     labels = np.zeros((4, 5, 6), dtype=np.uint8)
     assert midpoint_edge(labels, np.zeros(labels.shape), SPACING, THRESHOLD) is labels
+
+
+def _whole_volume(labels: np.ndarray, hu: np.ndarray, spacing: tuple[float, ...]) -> np.ndarray:
+    """The rule without slabs or crops: the reference the block-wise version must equal."""
+    face = ndi.generate_binary_structure(3, 1)
+    lung = labels > 0
+    surface = lung & ~ndi.binary_erosion(lung, face, border_value=1)
+    inner = lung & ~surface
+    size = [max(3, 2 * round(INTERIOR_MM / s / 2) + 1) for s in spacing]
+    total = ndi.uniform_filter(np.where(inner, hu, 0.0), size, mode="constant")
+    count = ndi.uniform_filter(inner.astype(float), size, mode="constant")
+    midpoint = (total / np.maximum(count, 1e-12) + SOFT_TISSUE_HU) / 2
+    out = labels.copy()
+    out[surface & (count > 1e-9) & (hu < THRESHOLD) & (hu >= midpoint)] = 0
+    return out
+
+
+@pytest.mark.parametrize("slab", [3, 7, 32])
+def test_blocks_give_the_whole_volume_answer(monkeypatch, slab: int) -> None:  # type: ignore[no-untyped-def]
+    """Slabs along z, crops in-plane and a gap in the lung longer than a slab: the same voxels
+    as the rule computed on the whole volume at once (anisotropic voxels, lung inset)."""
+    rng = np.random.default_rng(0)
+    parts = np.zeros((40, 36, 44), np.uint8)
+    parts[2:16, 5:30, 6:38] = 1
+    parts[28:39, 8:28, 10:20] = 2  # 12 empty slices between the two parts
+    hu = np.where(parts > 0, -850.0, SOFT_TISSUE_HU) + rng.normal(0, 60, parts.shape)
+    hu = ndi.gaussian_filter(hu, 1.0)
+    grown = ndi.grey_dilation(parts, size=(3, 3, 3))
+    labels = np.where(hu < THRESHOLD, grown, 0).astype(np.uint8)
+    spacing = (1.0, 0.7, 0.7)
+    monkeypatch.setattr(edge_module, "SLAB", slab)
+    expected = _whole_volume(labels, hu, spacing)
+    assert (expected != labels).any()
+    assert np.array_equal(midpoint_edge(labels.copy(), hu, spacing, THRESHOLD), expected)

@@ -49,20 +49,24 @@ def midpoint_edge(
         stop = min(start + SLAB, n)
         lo, hi = max(start - halo, 0), min(stop + halo, n)
         lung = labels[lo:hi] > 0
+        found = ndi.find_objects(lung.astype(np.uint8))
+        if not found:  # (a gap in the lung's z range longer than a slab)
+            continue
         # the slab's lung with one voxel around it in-plane; (its own faces count as lung
         # beyond: only the volume's ends are real there, and those are a scan's cut)
         box = (slice(lo, hi),) + tuple(
             slice(max(b.start - 1, 0), min(b.stop + 1, m))
-            for b, m in zip(
-                ndi.find_objects(lung.astype(np.uint8))[0][1:], labels.shape[1:], strict=True
-            )
+            for b, m in zip(found[0][1:], labels.shape[1:], strict=True)
         )
         lung = lung[:, box[1], box[2]]
         surface = lung & ~ndi.binary_erosion(lung, _FACE, border_value=1)
         inner = lung & ~surface
         part_hu = hu[box]
-        total = ndi.uniform_filter(np.where(inner, part_hu, 0).astype(np.float32), size)
-        count = ndi.uniform_filter(inner.astype(np.float32), size)
+        # zero beyond the box: total / count is the exact mean of the inner voxels in reach
+        total = ndi.uniform_filter(
+            np.where(inner, part_hu, 0).astype(np.float32), size, mode="constant"
+        )
+        count = ndi.uniform_filter(inner.astype(np.float32), size, mode="constant")
         midpoint = (total / np.maximum(count, np.float32(MIN_INNER_SHARE)) + SOFT_TISSUE_HU) / 2
         peel = surface & (count > MIN_INNER_SHARE) & (part_hu < threshold) & (part_hu >= midpoint)
         peel[: start - lo] = False
