@@ -2,8 +2,9 @@
 
 In the workflow every per-scan step (convert, lung, lesion, quantify) runs through
 :func:`run_scan_step`. When it fails on the scan's own input (exit status 2 of
-:mod:`serialct.failures`: a corrupt or truncated DICOM or image, a series that cannot be
-stacked, a CT and a mask on different grids, ...):
+:mod:`serialct.failures`, a message that names one of the scan's own files: its DICOM series or
+its folder of results; a corrupt or truncated DICOM or image, a series that cannot be stacked,
+a CT and a mask on different grids, ...):
 
 - the one-line message (:func:`serialct.failures.describe`) goes to the job's log, and to the
   scan's ``failed.txt`` as ``STEP: message``;
@@ -18,7 +19,10 @@ Later steps of such a scan see ``failed.txt`` and only write their placeholders.
 runs again (its inputs or settings changed) first removes a ``failed.txt`` of its own or of a
 later step, so a scan whose DICOM was replaced is tried again. A failure of the machine or the
 program (disk full, out of memory, a bug: exit status 1) still fails the job after the same one
-line, so that Snakemake's retries with more memory still happen and a bug is not hidden.
+line, so that Snakemake's retries with more memory still happen and a bug is not hidden; so
+does bad input that is not the scan's own (the model, the reference histogram, the config) and
+a missing or unreadable file (an unmounted archive, permissions): every scan would fail alike,
+and placeholders would make the run look finished.
 """
 
 from __future__ import annotations
@@ -92,17 +96,31 @@ def write_not_measured(manifest: Path, metrics: Path, qc_png: Path, line: str) -
     write_placeholders([Path(qc_png)], line)
 
 
+def dicom_folders(manifest: Path) -> list[Path]:
+    """The folders of a scan's DICOM files (from its scan manifest): convert's own input."""
+    files = read_json(manifest, "scan manifest").get("files", [])
+    return sorted({Path(f).parent for f in files})
+
+
+def _is_the_scans(exc: Exception, message: str, own: Sequence[Path]) -> bool:
+    """Whether a failure is the scan's own bad input (see the module docstring)."""
+    return not isinstance(exc, OSError) and any(str(path) in message for path in own)
+
+
 def run_scan_step(
     step: str,
     scan_dir: Path,
     outputs: Sequence[Path],
     work: Callable[[], Any],
     on_failure: Callable[[str], None] | None = None,
+    own: Sequence[Path] = (),
 ) -> bool:
     """Run one step of one scan (see the module docstring); True if it ran and succeeded.
 
-    ``on_failure(line)``, when given, writes the outputs of a failed scan instead of the plain
-    placeholders (quantify's metrics.json)."""
+    ``own``: the scan's own inputs besides ``scan_dir`` (convert: its DICOM folders); a bad
+    input failure that names none of them fails the job. ``on_failure(line)``, when given,
+    writes the outputs of a failed scan instead of the plain placeholders (quantify's
+    metrics.json)."""
     scan_dir = Path(scan_dir)
     _clear_own_marker(scan_dir, step)
     line = failed_line(scan_dir)
@@ -113,7 +131,8 @@ def run_scan_step(
         except Exception as exc:  # noqa: BLE001  (interruptions are not Exceptions)
             failure = describe(exc)
             log.error("%s: %s", step, failure.message)
-            if failure.exit_code != EXIT_INPUT:
+            scans_own = _is_the_scans(exc, failure.message, [scan_dir, *own])
+            if failure.exit_code != EXIT_INPUT or not scans_own:
                 raise
             line = f"{step}: {failure.message}"
             write_text(scan_dir / FAILED_NAME, line + "\n")

@@ -20,6 +20,7 @@ from serialct import histogram, quantify, sheets, tables
 from serialct.atomic import atomic_files, atomic_path, write_text
 from serialct.errors import InputError
 from serialct.readers import check_same_grid, read_image, read_json
+from serialct.scan_failure import failed_line, write_placeholders
 
 log = logging.getLogger("serialct")
 
@@ -370,7 +371,8 @@ def make_figures(
     with atomic_path(fig2) as tmp2, atomic_path(fig3) as tmp3:
         figures.figure2(scans, fits, tmp2)
         figures.figure3(scans, fits, tmp3)
-    scan_dirs = sorted({Path(f).parent for f in exemplary_files})
+    # scans that were not measured (serialct.scan_failure) have no images to show
+    scan_dirs = sorted(d for d in {Path(f).parent for f in exemplary_files} if not failed_line(d))
     # scans/CENTER/PATIENT/SCAN: the same patient id may exist at two centres
     lookup = scans.astype({"center": str}).set_index(["center", "patient_id", "scan_id"])
     titles = []
@@ -378,6 +380,9 @@ def make_figures(
         key = (scan_dir.parent.parent.name, scan_dir.parent.name, scan_dir.name)
         day = lookup.loc[key, "days_since_onset"] if key in lookup.index else None
         titles.append(f"{key[1]} {key[2]}" + (f" (day {day:.0f})" if pd.notna(day) else ""))
+    if not scan_dirs:
+        write_placeholders([fig4], "figure 4: none of the example patient's scans was measured")
+        return
     with atomic_path(fig4) as tmp4:
         figures.figure4(scan_dirs, titles, tmp4)
 

@@ -5,7 +5,7 @@ sys.stderr = open(snakemake.log[0], "w")  # noqa: SIM115  first: everything goes
 from pathlib import Path
 
 from serialct.logs import setup
-from serialct.scan_failure import run_scan_step
+from serialct.scan_failure import dicom_folders, run_scan_step
 from serialct.steps import convert_scan
 
 setup()
@@ -14,4 +14,5 @@ run_scan_step(
     Path(snakemake.output.ct).parent,
     snakemake.output,
     lambda: convert_scan(snakemake.input.manifest, snakemake.output.ct, snakemake.output.sidecar),
+    own=dicom_folders(snakemake.input.manifest),
 )
