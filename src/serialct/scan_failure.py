@@ -128,7 +128,7 @@ def run_scan_step(
         try:
             work()
             return True
-        except Exception as exc:  # noqa: BLE001  (interruptions are not Exceptions)
+        except Exception as exc:  # (an interruption is no Exception: it propagates)
             failure = describe(exc)
             log.error("%s: %s", step, failure.message)
             scans_own = _is_the_scans(exc, failure.message, [scan_dir, *own])
