@@ -39,3 +39,12 @@ def test_nested_wrong_type_is_named(tmp_path):
 def test_missing_file(tmp_path):
     with pytest.raises(InputError, match="not found"):
         load_config(tmp_path / "nope.yaml")
+
+
+def test_every_config_key_of_the_contract_is_accepted(tmp_path):
+    """The contract's config block, optional keys included (dicom_export, pooled_tables,
+    readings), validates."""
+    centers = {"A": {"dicom": "d", "clinical": "c.tsv", "readings": "r.tsv"}}
+    payload = {"results": "r", "centers": centers, "pooled_tables": [], "dicom_export": False}
+    cfg = load_config(_write(tmp_path, payload))
+    assert cfg["dicom_export"] is False and defaults()["dicom_export"] is True

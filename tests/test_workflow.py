@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import yaml
 from dicom_factory import add_patient
 
 from serialct.cli import main as serialct
+from serialct.provenance import sha256
 
 ROOT = Path(__file__).resolve().parents[1]
 CHECK_CONTRACT = ROOT.parent / "shared" / "tools" / "check_contract.py"
@@ -71,6 +73,21 @@ def test_scans_table_is_joined_with_sheets(cohort):
     assert scans["ct_score"].between(0, 25).all()
     assert scans["ai_ct_score"].between(0, 25).all()
     assert (scans["qc_status"].str.startswith("ok")).all()
+
+
+def test_provenance_beside_every_output(cohort):
+    results = cohort / "results"
+    records = sorted(results.glob("scans/*/*/*/provenance.json"))
+    assert records and len(records) == len(list(results.glob("scans/*/*/*/metrics.json")))
+    for path in records:
+        record = json.loads(path.read_text())
+        manifest = Path(record["inputs"]["manifest"]["path"])
+        assert record["inputs"]["manifest"]["sha256"] == sha256(manifest)
+        assert record["model"]["sha256"] == sha256(record["model"]["path"])
+        assert record["time"] and record["host"]
+    root = json.loads((results / "provenance.json").read_text())
+    assert any(i["path"].endswith("scans.tsv") for i in root["inputs"])
+    assert root["config"]["sha256"] in (results / "report.html").read_text()
 
 
 def test_second_run_has_nothing_to_do(cohort):

@@ -334,6 +334,33 @@ def model_line(model: str | Path) -> str:
     return f"{path.name}: {summary}"
 
 
+def _provenance_section(record: dict[str, Any]) -> str:
+    """What made these results, from provenance.json at the results root."""
+    soft = record.get("software", {})
+    commit = soft.get("commit") or "not a git checkout"
+    if soft.get("code_changed"):
+        commit += " (with uncommitted code changes)"
+    libraries = ", ".join(f"{k} {v}" for k, v in soft.get("libraries", {}).items() if v)
+    rows = [
+        ("serialct", f"{soft.get('serialct', '')}, commit {commit}"),
+        ("Python and libraries", f"{soft.get('python', '')}; {libraries}"),
+    ]
+    for key, label in (("model", "Lesion model"), ("reference_histogram", "Normal reference")):
+        item = record.get(key, {})
+        rows.append((label, f"{item.get('path', '')} (sha256 {item.get('sha256', '')})"))
+    rows.append(("Config", f"sha256 {record.get('config', {}).get('sha256', '')}"))
+    rows.append(("Inputs hashed", f"{len(record.get('inputs', []))} files"))
+    rows.append(("Made", f"{record.get('time', '')} on {record.get('host', '')}"))
+    return (
+        "<h2>Provenance</h2>"
+        + _table_html(pd.DataFrame(rows, columns=["what", "value"]))
+        + _caption(
+            "From provenance.json at the results root; every scan's folder has its own "
+            "provenance.json (its manifest, model, reference and config)."
+        )
+    )
+
+
 def _settings_section(config: dict[str, Any]) -> str:
     rows = [("Lesion model", model_line(config.get("model", "")))] if config.get("model") else []
     if config.get("reference_histogram") or config.get("normal_scans"):
@@ -453,11 +480,13 @@ def write_report(
     qc_pngs: list[Path],
     config: dict[str, Any],
     series_tables: list[Path] | None = None,
+    provenance: dict[str, Any] | None = None,
 ) -> None:
     """Write the cohort report as one HTML file that can be mailed (no external files).
 
     ``series_tables`` (``index/{center}.series.tsv``) add the DICOM series that did not become
-    scans, with the reason (localizer, tilt, thickness, ...)."""
+    scans, with the reason (localizer, tilt, thickness, ...); ``provenance`` (the record of
+    ``provenance.json`` at the results root, :mod:`serialct.provenance`) adds its block."""
     stats_dir, tables_dir, figures_dir = Path(stats_dir), Path(tables_dir), Path(figures_dir)
     sections = [_summary_section(stats_dir, tables_dir)]
     for i, title in TABLE_TITLES.items():
@@ -478,6 +507,8 @@ def write_report(
     sections.append(_qc_section(list(qc_pngs)))
     sections.append(_skipped_series_section(series_tables or []))
     sections.append(_settings_section(config))
+    if provenance is not None:
+        sections.append(_provenance_section(provenance))
     html = (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         f"<title>serialct cohort report</title><style>{STYLE}</style></head><body>"

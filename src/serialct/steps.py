@@ -390,6 +390,7 @@ def make_figures(
 def write_report(
     out_html: Path, stats_dir: Path, tables_dir: Path, figures_dir: Path,
     qc_pngs: Sequence[Path], config: dict[str, Any], series_tables: Sequence[Path] = (),
+    provenance: dict[str, Any] | None = None,
 ) -> None:  # fmt: skip
     from serialct import report
 
@@ -398,5 +399,5 @@ def write_report(
     with atomic_path(Path(out_html)) as tmp_html:
         report.write_report(
             tmp_html, Path(stats_dir), Path(tables_dir), Path(figures_dir),
-            [Path(p) for p in qc_pngs], config, [Path(p) for p in series_tables],
+            [Path(p) for p in qc_pngs], config, [Path(p) for p in series_tables], provenance,
         )  # fmt: skip

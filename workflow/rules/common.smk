@@ -8,6 +8,11 @@ from serialct.dicom.tree import index_fingerprint
 
 
 validate(config, schema="../schemas/config.schema.yaml")
+if config["dicom_export"]:
+    logger.warning(
+        "dicom_export: DICOM-SEG and SR export is not built yet; results are NIfTI, JSON and "
+        "TSV only (set dicom_export: false to silence this)"
+    )
 
 # Jobs in per-rule conda envs import the package from the repository.
 SRC = str(Path(workflow.basedir) / "src")
@@ -29,7 +34,10 @@ STATS_FILES = [
     f"{RESULTS}/stats/repeated_measures.tsv",
 ]
 FIGURES = [f"{RESULTS}/figures/figure{i}.png" for i in (2, 3, 4)]
-PER_SCAN = ["ct.nii.gz", "lung.nii.gz", "lobes.nii.gz", "lesion.nii.gz", "metrics.json", "qc.png"]
+PER_SCAN = [
+    "ct.nii.gz", "lung.nii.gz", "lobes.nii.gz", "lesion.nii.gz", "metrics.json", "qc.png",
+    "provenance.json",
+]
 
 
 wildcard_constraints:

@@ -1,4 +1,5 @@
-# Volumes, percents, per-lobe involvement, AI CT score, histogram distances and a QC overlay.
+# Volumes, percents, per-lobe involvement, AI CT score, histogram distances, a QC overlay and
+# provenance.json.
 
 
 rule quantify:
@@ -11,9 +12,11 @@ rule quantify:
         lobes=f"{SCAN_DIR}/lobes.nii.gz",
         lesion=f"{SCAN_DIR}/lesion.nii.gz",
         reference=REFERENCE,
+        model=str(locate(config["model"])),  # (for provenance.json: the lesion rule's model)
     output:
         metrics=f"{SCAN_DIR}/metrics.json",
         qc=f"{SCAN_DIR}/qc.png",
+        provenance=f"{SCAN_DIR}/provenance.json",
     log:
         f"{LOGS}/quantify/{{center}}/{{patient}}/{{scan}}.log",
     benchmark:

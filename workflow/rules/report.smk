@@ -8,8 +8,12 @@ rule report:
         tables=[f"{RESULTS}/tables/scans.tsv", f"{RESULTS}/tables/patients.tsv"],
         qc=per_scan(["qc.png"]),
         series=expand(f"{RESULTS}/index/{{center}}.series.tsv", center=CENTERS),
+        sheets=sheets_of("clinical") + sheets_of("readings") + config["pooled_tables"],
+        model=str(locate(config["model"])),
+        reference=REFERENCE,
     output:
-        f"{RESULTS}/report.html",
+        report=f"{RESULTS}/report.html",
+        provenance=f"{RESULTS}/provenance.json",
     params:
         stats_dir=parent_of("stats"),
         tables_dir=parent_of("tables"),
