@@ -81,30 +81,28 @@ def file_record(path: Path | str) -> dict[str, str]:
     return {"path": str(path), "sha256": sha256(path)}
 
 
-def scan_record(
-    manifest: Path | str, model: Path | str, reference: Path | str, config: dict[str, Any]
-) -> dict[str, Any]:
-    """Provenance of one scan's outputs."""
+def _made_with(model: Path | str, reference: Path | str, config: dict[str, Any]) -> dict[str, Any]:
     return {
         "software": software(),
         "model": file_record(model),
         "reference_histogram": file_record(reference),
         "config": config_record(config),
-        "inputs": {"manifest": file_record(manifest)},
     }
+
+
+def scan_record(
+    manifest: Path | str, model: Path | str, reference: Path | str, config: dict[str, Any]
+) -> dict[str, Any]:
+    """Provenance of one scan's outputs."""
+    return {**_made_with(model, reference, config), "inputs": {"manifest": file_record(manifest)}}
 
 
 def cohort_record(
     inputs: Sequence[Path | str], model: Path | str, reference: Path | str, config: dict[str, Any]
 ) -> dict[str, Any]:
     """Provenance of the cohort outputs (tables, statistics, figures, report)."""
-    return {
-        "software": software(),
-        "model": file_record(model),
-        "reference_histogram": file_record(reference),
-        "config": config_record(config),
-        "inputs": [file_record(p) for p in sorted(map(str, inputs))],
-    }
+    files = [file_record(p) for p in sorted(map(str, inputs))]
+    return {**_made_with(model, reference, config), "inputs": files}
 
 
 def write(path: Path | str, record: dict[str, Any]) -> dict[str, Any]:
