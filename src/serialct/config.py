@@ -40,14 +40,10 @@ def _extend_with_default(validator_class: type) -> type:
         if isinstance(instance, dict):
             for prop, subschema in properties.items():
                 if "default" in subschema:
-                    instance.setdefault(prop, _copy(subschema["default"]))
+                    instance.setdefault(prop, copy.deepcopy(subschema["default"]))
         yield from validate_properties(validator, properties, instance, schema)
 
     return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
-
-
-def _copy(value: Any) -> Any:
-    return copy.deepcopy(value)
 
 
 DefaultFillingValidator = _extend_with_default(jsonschema.Draft202012Validator)

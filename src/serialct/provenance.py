@@ -28,16 +28,12 @@ from serialct.atomic import write_text
 PACKAGE_ROOT: Final = Path(__file__).resolve().parents[2]  # the checkout (src layout)
 CODE_PATHS: Final = ("src", "workflow", "Snakefile")  # what "code_changed" compares
 LIBRARIES: Final = ("numpy", "SimpleITK", "pydicom", "pandas", "scipy", "torch", "snakemake")
-CHUNK: Final = 1 << 20
 
 
 def sha256(path: Path | str) -> str:
     """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
     with Path(path).open("rb") as fh:
-        while block := fh.read(CHUNK):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def _git(*args: str) -> str | None:

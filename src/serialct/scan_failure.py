@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import logging
+import textwrap
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Final
@@ -45,6 +46,7 @@ FAILED_NAME: Final = "failed.txt"
 STEPS: Final = ("convert", "lung", "lesion", "quantify")  # in the order they run
 IDENTITY: Final = ("center", "patient_id", "scan_id", "study_date")
 NOTE_SIZE: Final = (480, 120)  # pixels of the placeholder QC picture
+NOTE_COLUMNS: Final = 70  # characters per line of its text
 
 
 def failed_line(scan_dir: Path) -> str | None:
@@ -68,16 +70,11 @@ def write_placeholders(outputs: Sequence[Path], line: str) -> None:
                 tmp.write_text(json.dumps({"failed": line}) + "\n")
             elif path.suffix == ".png":
                 picture = Image.new("L", NOTE_SIZE, color=255)
-                ImageDraw.Draw(picture).multiline_text(
-                    (10, 10), _wrap(f"not measured: {line}", 70), fill=0
-                )
+                text = textwrap.fill(f"not measured: {line}", NOTE_COLUMNS, break_long_words=True)
+                ImageDraw.Draw(picture).multiline_text((10, 10), text, fill=0)
                 picture.save(tmp, format="PNG")
             else:
                 tmp.write_bytes(b"")
-
-
-def _wrap(text: str, width: int) -> str:
-    return "\n".join(text[i : i + width] for i in range(0, len(text), width))
 
 
 def failed_metrics(manifest: dict[str, Any], line: str) -> dict[str, Any]:
