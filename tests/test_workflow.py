@@ -8,17 +8,22 @@ import subprocess
 import sys
 from pathlib import Path
 
+import highdicom as hd
 import pandas as pd
+import pydicom
 import pytest
+import SimpleITK as sitk
 import yaml
 from dicom_factory import add_patient
 
 from serialct.cli import main as serialct
+from serialct.dicom.seg import SEGMENTS
 from serialct.provenance import sha256
 
 ROOT = Path(__file__).resolve().parents[1]
 CHECK_CONTRACT = ROOT.parent / "shared" / "tools" / "check_contract.py"
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
+DCIODVFY = Path(sys.executable).with_name("dciodvfy")
 LUNG_TOLERANCE = 0.05
 # worst measured -33 % (a 45 cm3 lesion, 1.6 % of the smallest lung, 6.7 mm slices); -29 % before
 # the phantoms' lung shapes varied (issue 17): the phantom model undersegments small lesions
@@ -88,6 +93,41 @@ def test_provenance_beside_every_output(cohort):
     root = json.loads((results / "provenance.json").read_text())
     assert any(i["path"].endswith("scans.tsv") for i in root["inputs"])
     assert root["config"]["sha256"] in (results / "report.html").read_text()
+
+
+def test_dicom_seg_and_sr_beside_every_scan(cohort):
+    """dicom_export (default on): every scan's SEG holds its NIfTI labels voxel for voxel (the
+    synthetic series are axial, so the SEG's frames are the NIfTI's slices) and passes
+    dciodvfy; its SR carries the scan's AI CT score."""
+    results = cohort / "results"
+    scans = sorted(p.parent for p in results.glob("scans/*/*/*/metrics.json"))
+    assert scans
+    for scan in scans:
+        seg = hd.seg.segread(scan / "seg.dcm")
+        for item in seg.SegmentSequence:
+            segment = next(s for s in SEGMENTS if s.name == item.SegmentLabel)
+            labels = sitk.GetArrayFromImage(sitk.ReadImage(scan / f"{segment.mask}.nii.gz"))
+            pixels = seg.get_volume(segment_numbers=[int(item.SegmentNumber)]).array
+            assert int(pixels.sum()) == int((labels == segment.label).sum()), item.SegmentLabel
+        for name in ("seg.dcm", "sr.dcm"):
+            check = subprocess.run(
+                [str(DCIODVFY), str(scan / name)], capture_output=True, text=True
+            )
+            errors = [x for x in check.stderr.splitlines() if x.startswith("Error")]
+            assert not errors, (scan / name, errors)
+        score = json.loads((scan / "metrics.json").read_text())["ai_ct_score"]
+        assert _sr_values(pydicom.dcmread(scan / "sr.dcm"))["ai-ct-score"] == score
+
+
+def _sr_values(items) -> dict[str, float]:  # noqa: ANN001
+    """Code value -> numeric value of every measurement in an SR content tree."""
+    found = {}
+    for item in items.ContentSequence if hasattr(items, "ContentSequence") else items:
+        if "MeasuredValueSequence" in item:
+            code = item.ConceptNameCodeSequence[0].CodeValue
+            found[code] = float(item.MeasuredValueSequence[0].NumericValue)
+        found.update(_sr_values(item.get("ContentSequence", [])))
+    return found
 
 
 def test_second_run_has_nothing_to_do(cohort):

@@ -43,7 +43,7 @@ from serialct.readers import read_json
 log = logging.getLogger("serialct")
 
 FAILED_NAME: Final = "failed.txt"
-STEPS: Final = ("convert", "lung", "lesion", "quantify")  # in the order they run
+STEPS: Final = ("convert", "lung", "lesion", "quantify", "export")  # in the order they run
 IDENTITY: Final = ("center", "patient_id", "scan_id", "study_date")
 NOTE_SIZE: Final = (480, 120)  # pixels of the placeholder QC picture
 NOTE_COLUMNS: Final = 70  # characters per line of its text

@@ -219,6 +219,45 @@ def quantify_scan(
     )  # fmt: skip
 
 
+def export_dicom(
+    manifest: Path, scan_dir: Path, metrics: Path, seg_out: Path, sr_out: Path,
+    config: dict[str, Any],
+) -> None:  # fmt: skip
+    """The scan's DICOM-SEG (lungs, lobes, lesions on its source series) and TID 1500 SR."""
+    import pydicom
+
+    from serialct.dicom import seg, sr
+    from serialct.provenance import software
+
+    scan = read_json(manifest, "scan manifest")
+    sources = []
+    for path in scan["files"]:
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+        except pydicom.errors.InvalidDicomError:
+            log.warning("%s: not a DICOM file, left out of the SEG's sources", path)
+            continue
+        if "Rows" in ds:  # (convert skipped the same files)
+            sources.append(ds)
+    if not sources:
+        raise InputError(f"{scan['files'][0]}: no readable DICOM image to reference from a SEG")
+    masks = {n: read_image(Path(scan_dir) / f"{n}.nii.gz") for n in ("lung", "lobes", "lesion")}
+    made = software()
+    version = " ".join(filter(None, (made["serialct"], (made["commit"] or "")[:12])))
+    with _Timer("DICOM-SEG and SR"):
+        segmentation = seg.build(
+            sources, masks, scan["patient_id"], bool(config.get("pseudonymise")), version
+        )
+        report = sr.build(segmentation, sources, read_json(metrics, "scan metrics"), version)
+        with atomic_path(Path(seg_out)) as tmp_seg, atomic_path(Path(sr_out)) as tmp_sr:
+            segmentation.save_as(tmp_seg)
+            report.save_as(tmp_sr)
+    log.info(
+        "%s/%s: seg.dcm %d segments, %d frames", scan["patient_id"], scan["scan_id"],
+        len(segmentation.SegmentSequence), int(segmentation.NumberOfFrames),
+    )  # fmt: skip
+
+
 def build_tables(
     metrics_files: Sequence[Path], config: dict[str, Any], scans_out: Path, patients_out: Path,
     issues_out: Path,

@@ -8,11 +8,6 @@ from serialct.dicom.tree import index_fingerprint
 
 
 validate(config, schema="../schemas/config.schema.yaml")
-if config["dicom_export"]:
-    logger.warning(
-        "dicom_export: DICOM-SEG and SR export is not built yet; results are NIfTI, JSON and "
-        "TSV only (set dicom_export: false to silence this)"
-    )
 
 # Jobs in per-rule conda envs import the package from the repository.
 SRC = str(Path(workflow.basedir) / "src")
@@ -38,6 +33,7 @@ PER_SCAN = [
     "ct.nii.gz", "lung.nii.gz", "lobes.nii.gz", "lesion.nii.gz", "metrics.json", "qc.png",
     "provenance.json",
 ]
+DICOM_EXPORT = ["seg.dcm", "sr.dcm"] if config["dicom_export"] else []
 
 
 wildcard_constraints:

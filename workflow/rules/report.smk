@@ -7,6 +7,7 @@ rule report:
         figures=FIGURES,
         tables=[f"{RESULTS}/tables/scans.tsv", f"{RESULTS}/tables/patients.tsv"],
         qc=per_scan(["qc.png"]),
+        dicom=per_scan(DICOM_EXPORT),  # (requested here: no per-scan target lists them)
         series=expand(f"{RESULTS}/index/{{center}}.series.tsv", center=CENTERS),
         sheets=sheets_of("clinical") + sheets_of("readings") + config["pooled_tables"],
         model=str(locate(config["model"])),

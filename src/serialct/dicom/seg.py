@@ -1,0 +1,225 @@
+"""DICOM Segmentation (highdicom) of one scan's lungs, lobes and lesions, on its source series.
+
+Each segment is one label of the scan's NIfTI masks (contract: ``lung.nii.gz`` 1 right 2 left,
+``lobes.nii.gz`` 1 RUL .. 5 LLL, ``lesion.nii.gz`` 1 GGO 2 consolidation 3 other lesion),
+sampled by nearest neighbour at the physical centre of every pixel of every source frame, so
+the SEG's frames lie exactly on the source images whatever order, orientation or reorientation
+the NIfTI has. Segments are BINARY (they overlap: a lobe lies inside its lung) and a segment with
+no voxel is left out.
+
+Codes: lungs and lobes as TotalSegmentator's and IDC's lung SEGs code them (SNOMED CT "Lung",
+"Upper lobe of lung", "Lower lobe of lung" with laterality Right / Left, "Middle lobe of right
+lung"; category "Anatomical Structure"); GGO as DICOM's "Ground glass opacity" (DCM 112120,
+CID 6102), consolidation as SNOMED CT 95436008 "Lung consolidation", other lesion as
+"Lesion"; category "Morphologically Abnormal Structure".
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Final
+
+import highdicom as hd
+import numpy as np
+import SimpleITK as sitk
+from pydicom.dataset import Dataset
+from pydicom.sr.codedict import codes
+
+from serialct.constants import (
+    LESION_CONSOLIDATION,
+    LESION_GGO,
+    LESION_OTHER,
+    LOBE_LABELS,
+    LUNG_LEFT,
+    LUNG_RIGHT,
+)
+from serialct.errors import InputError
+
+ANATOMY: Final = codes.SCT.AnatomicalStructure
+ABNORMAL: Final = codes.SCT.MorphologicallyAbnormalStructure
+LUNG: Final = codes.SCT.Lung
+UPPER_LOBE: Final = hd.sr.CodedConcept("45653009", "SCT", "Upper lobe of lung")
+MIDDLE_LOBE: Final = codes.SCT.MiddleLobeOfRightLung
+LOWER_LOBE: Final = hd.sr.CodedConcept("90572001", "SCT", "Lower lobe of lung")
+RIGHT: Final = hd.sr.CodedConcept("24028007", "SCT", "Right")
+LEFT: Final = hd.sr.CodedConcept("7771000", "SCT", "Left")
+GGO: Final = codes.cid6102.GroundGlassOpacity
+CONSOLIDATION: Final = hd.sr.CodedConcept("95436008", "SCT", "Lung consolidation")
+LESION: Final = codes.SCT.Lesion
+SERIES_NUMBER: Final = 9001  # SEG series number (SR: 9002); high, apart from the scanner's
+SERIES_DESCRIPTION: Final = "serialct lungs, lobes, lesions"
+TYPE_2_COPIED: Final = (  # patient and study attributes a SEG copies from its source (type 2)
+    "PatientName", "PatientBirthDate", "PatientSex", "AccessionNumber", "StudyID",
+    "StudyDate", "StudyTime", "ReferringPhysicianName",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One segment: which mask (``lung``, ``lobes``, ``lesion``), its label there, its codes."""
+
+    mask: str
+    label: int
+    name: str
+    category: hd.sr.CodedConcept
+    kind: hd.sr.CodedConcept
+    laterality: hd.sr.CodedConcept | None = None
+
+
+SEGMENTS: Final = (
+    Segment("lung", LUNG_RIGHT, "Right lung", ANATOMY, LUNG, RIGHT),
+    Segment("lung", LUNG_LEFT, "Left lung", ANATOMY, LUNG, LEFT),
+    Segment("lobes", LOBE_LABELS["rul"], "Right upper lobe", ANATOMY, UPPER_LOBE, RIGHT),
+    Segment("lobes", LOBE_LABELS["rml"], "Right middle lobe", ANATOMY, MIDDLE_LOBE),
+    Segment("lobes", LOBE_LABELS["rll"], "Right lower lobe", ANATOMY, LOWER_LOBE, RIGHT),
+    Segment("lobes", LOBE_LABELS["lul"], "Left upper lobe", ANATOMY, UPPER_LOBE, LEFT),
+    Segment("lobes", LOBE_LABELS["lll"], "Left lower lobe", ANATOMY, LOWER_LOBE, LEFT),
+    Segment("lesion", LESION_GGO, "Ground-glass opacity", ABNORMAL, GGO),
+    Segment("lesion", LESION_CONSOLIDATION, "Consolidation", ABNORMAL, CONSOLIDATION),
+    Segment("lesion", LESION_OTHER, "Other lesion", ABNORMAL, LESION),
+)
+
+
+@dataclass(frozen=True)
+class Frame:
+    """A source frame's geometry: first pixel's centre, row and column directions, spacing."""
+
+    position: np.ndarray  # mm, patient (LPS)
+    row_dir: np.ndarray  # direction of increasing column index
+    col_dir: np.ndarray  # direction of increasing row index
+    spacing: tuple[float, float]  # (between rows, between columns), mm
+    shape: tuple[int, int]  # (rows, columns)
+
+
+def _plane(groups: Dataset | None, ds: Dataset, keyword: str, macro: str) -> list[float]:
+    """A plane attribute of a frame: its functional group, the shared one, or the top level."""
+    for holder in (groups, ds.get("SharedFunctionalGroupsSequence", [None])[0]):
+        if holder is not None and macro in holder and keyword in holder[macro][0]:
+            return [float(v) for v in holder[macro][0][keyword]]
+    if keyword not in ds:
+        raise InputError(f"{ds.filename}: no {keyword}; the scan cannot be exported as DICOM-SEG")
+    return [float(v) for v in ds[keyword].value]
+
+
+def frames_of(ds: Dataset) -> list[Frame]:
+    """Geometry of every frame of one source image (single- or multi-frame)."""
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence") or [None]
+    found = []
+    for groups in per_frame:
+        position = _plane(groups, ds, "ImagePositionPatient", "PlanePositionSequence")
+        orientation = _plane(groups, ds, "ImageOrientationPatient", "PlaneOrientationSequence")
+        spacing = _plane(groups, ds, "PixelSpacing", "PixelMeasuresSequence")
+        found.append(
+            Frame(
+                np.asarray(position, float),
+                np.asarray(orientation[:3], float),
+                np.asarray(orientation[3:6], float),
+                (spacing[0], spacing[1]),
+                (int(ds.Rows), int(ds.Columns)),
+            )
+        )
+    return found
+
+
+def sample_frame(labels: np.ndarray, image: sitk.Image, frame: Frame) -> np.ndarray:
+    """The label (nearest neighbour, 0 outside the image) at the centre of each frame pixel.
+
+    ``labels`` is ``image``'s array (z, y, x)."""
+    rows, cols = frame.shape
+    r, c = np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij")
+    points = (
+        frame.position
+        + c[..., None] * frame.spacing[1] * frame.row_dir
+        + r[..., None] * frame.spacing[0] * frame.col_dir
+    )
+    origin = np.asarray(image.GetOrigin(), float)
+    direction = np.asarray(image.GetDirection(), float).reshape(3, 3)
+    to_index = np.linalg.inv(direction * np.asarray(image.GetSpacing(), float))
+    index = np.rint((points - origin) @ to_index.T).astype(np.int64)  # (rows, cols, xyz)
+    size = np.asarray(image.GetSize())
+    inside = np.all((index >= 0) & (index < size), axis=-1)
+    out = np.zeros((rows, cols), dtype=labels.dtype)
+    i = index[inside]
+    out[inside] = labels[i[:, 2], i[:, 1], i[:, 0]]
+    return out
+
+
+def _identified(ds: Dataset, patient_id: str, pseudonymised: bool) -> Dataset:
+    """A copy of a source header carrying the scan's patient identity (see ``build``)."""
+    ds = copy.copy(ds)
+    for keyword in TYPE_2_COPIED:  # copied into the SEG, where they must be present
+        if keyword not in ds:
+            setattr(ds, keyword, "")
+    ds.PatientID = patient_id
+    if pseudonymised:
+        ds.PatientName = f"{patient_id}^"  # (a one-component person name)
+        for keyword in ("PatientBirthDate", "AccessionNumber", "ReferringPhysicianName"):
+            if keyword in ds:
+                setattr(ds, keyword, "")
+    return ds
+
+
+def build(
+    sources: list[Dataset],
+    masks: dict[str, sitk.Image],
+    patient_id: str,
+    pseudonymised: bool,
+    software_version: str,
+) -> hd.seg.Segmentation:
+    """The scan's SEG. ``sources``: the series' headers (pixel data not needed); ``masks``:
+    ``lung``, ``lobes`` and ``lesion`` label images. The SEG's PatientID is the scan's
+    ``patient_id`` (the pseudonym when ``pseudonymised``, which also blanks name, birth date,
+    accession number and referring physician); its study and frame of reference are the
+    source series'."""
+    for ds in sources:
+        for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
+            if not str(ds.get(keyword, "")).strip():
+                raise InputError(
+                    f"{ds.filename}: blank {keyword}; a DICOM-SEG cannot reference this series "
+                    "(set dicom_export: false, or give the series UIDs)"
+                )
+    frames = [f for ds in sources for f in frames_of(ds)]
+    arrays = {key: sitk.GetArrayViewFromImage(image) for key, image in masks.items()}
+    sampled = {
+        key: np.stack([sample_frame(arrays[key], masks[key], f) for f in frames])
+        for key in {s.mask for s in SEGMENTS}
+    }
+    algorithm = hd.AlgorithmIdentificationSequence(
+        name="serialct", version=software_version, family=codes.cid7162.ArtificialIntelligence
+    )
+    kept = [s for s in SEGMENTS if (sampled[s.mask] == s.label).any()]
+    if not kept:
+        raise InputError(f"{sources[0].filename}: no lung voxel on the source frames")
+    descriptions = []
+    for number, s in enumerate(kept, start=1):
+        description = hd.seg.SegmentDescription(
+            segment_number=number,
+            segment_label=s.name,
+            segmented_property_category=s.category,
+            segmented_property_type=copy.deepcopy(s.kind),  # (gets a modifier below)
+            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+            algorithm_identification=algorithm,
+            tracking_id=s.name,
+            tracking_uid=hd.UID(),
+        )
+        if s.laterality is not None:  # (nested in the type's item; no highdicom argument)
+            kind = description.SegmentedPropertyTypeCodeSequence[0]
+            kind.SegmentedPropertyTypeModifierCodeSequence = [s.laterality]
+        descriptions.append(description)
+    pixels = np.stack([sampled[s.mask] == s.label for s in kept], axis=-1)
+    return hd.seg.Segmentation(
+        source_images=[_identified(ds, patient_id, pseudonymised) for ds in sources],
+        pixel_array=pixels,
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=descriptions,
+        series_instance_uid=hd.UID(),
+        series_number=SERIES_NUMBER,
+        sop_instance_uid=hd.UID(),
+        instance_number=1,
+        manufacturer="serialct",
+        manufacturer_model_name="serialct",
+        software_versions=software_version,
+        device_serial_number="none",
+        series_description=SERIES_DESCRIPTION,
+    )
