@@ -217,3 +217,23 @@ def test_blank_uid_is_a_one_line_error_naming_the_file(tmp_path):
     with pytest.raises(InputError, match=rf"{paths[1].name}: blank SeriesInstanceUID"):
         export_dicom(manifest, scan_dir, scan_dir / "metrics.json", scan_dir / "s.dcm",
                      scan_dir / "r.dcm", {})  # fmt: skip
+
+
+def test_source_identity_is_not_changed_and_bad_study_references_are_dropped(tmp_path):
+    """Real exports carry ReferencedStudySequence items without their class UID (Lung_Dx);
+    the SEG copies that sequence, so such items would make it invalid."""
+    manifest, paths, _ = _scan(tmp_path)
+    for p in paths:
+        ds = pydicom.dcmread(p)
+        item = pydicom.Dataset()
+        item.ReferencedSOPInstanceUID = "1.2.826.0.1.3680043.8.498.99"
+        ds.ReferencedStudySequence = [item]
+        ds.save_as(p)
+    scan_dir = tmp_path / "scan"
+    seg_path, sr_path = scan_dir / "seg.dcm", scan_dir / "sr.dcm"
+    export_dicom(manifest, scan_dir, scan_dir / "metrics.json", seg_path, sr_path,
+                 {"pseudonymise": {"key_file": "k", "mapping": "m"}})  # fmt: skip
+    assert "ReferencedStudySequence" not in pydicom.dcmread(seg_path)
+    run = subprocess.run([str(DCIODVFY), str(seg_path)], capture_output=True, text=True)
+    assert not [x for x in run.stderr.splitlines() if x.startswith("Error")]
+    assert pydicom.dcmread(sr_path).PatientID == "S-abc"  # the SR follows the SEG's identity

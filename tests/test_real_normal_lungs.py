@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pydicom
 import pytest
 import SimpleITK as sitk
 import yaml
@@ -41,6 +42,7 @@ from serialct.shipped import DEFAULT_MODEL
 from serialct.steps import segment_lesions, segment_masks
 
 ROOT = Path(__file__).resolve().parents[1]
+DCIODVFY = Path(sys.executable).with_name("dciodvfy")
 REAL = ROOT.parent / "shared" / "data" / "real"
 LUNG_PET_CT_DX = REAL / "lung-pet-ct-dx"
 CIP = REAL / "cip-ct64-lung-mask" / "dicom"
@@ -149,7 +151,15 @@ def test_workflow_on_real_chests_with_a_contract_only_config(tmp_path: Path) -> 
         assert 1.0 < right / left < 1.5, path  # the right lung is the larger one
         expected = REFERENCE_LUNG_CM3[center]
         assert abs(metrics["lung_volume_cm3"] / expected - 1) <= LUNG_VOLUME_TOLERANCE, path
+        seg = pydicom.dcmread(path.parent / "seg.dcm")  # dicom_export is on by default
+        labels = {item.SegmentLabel for item in seg.SegmentSequence}
+        assert {"Right lung", "Left lung"} <= labels, path
+        for name in ("seg.dcm", "sr.dcm"):
+            check = subprocess.run([str(DCIODVFY), str(path.parent / name)],
+                                   capture_output=True, text=True)  # fmt: skip
+            assert not [x for x in check.stderr.splitlines() if x.startswith("Error")], name
         if center == "part":
+            assert not labels & {"Right upper lobe", "Left lower lobe"}  # lobes not placed
             assert metrics["qc_status"].startswith("fail: coverage: the scan cuts the lung apex")
             assert "lobes not placed" in metrics["qc_status"]
             assert metrics["ai_ct_score"] is None and metrics["lesion_percent_rul"] is None

@@ -46,7 +46,7 @@ def test_report_sections_and_embedding(tmp_path: Path, monkeypatch) -> None:
     figures = tmp_path / "figures"
     png(figures / "figure2.png")
     monkeypatch.setattr(report, "MAX_QC", 2)
-    qc = [png(tmp_path / "scans" / "A" / f"A00{i}" / "S01" / "qc.png") for i in range(3)]
+    qc = [png(tmp_path / "scans" / "A" / f"A00{i}" / "S01" / "qc.png") for i in range(1, 4)]
     config = defaults()
     config["hu"]["ggo"] = [-700, -310]
     out = tmp_path / "out" / "report.html"
@@ -58,8 +58,10 @@ def test_report_sections_and_embedding(tmp_path: Path, monkeypatch) -> None:
     assert html.count('class="caption"') >= 5 + 1 + 3 + 1
     for heading in ("Peak days with bootstrap", "Mixed-effects model", "Per-centre summary"):
         assert heading in html
-    assert "Only the first 2 of 3 QC overlays" in html
-    assert "A/A000/S01" in html
+    assert "QC thumbnails shown for the first 2 of 3 scans" in html
+    assert 'href="../scans/A/A001/S01/qc.png"' in html  # the thumbnail opens the full size
+    assert html.count('<svg class="timeline"') == scans["patient_id"].nunique()
+    assert 'name="viewport"' in html  # phone widths
     assert "lung &lt;small&gt; &amp; odd" in html
     assert "QC warnings: 1 of" in html
     assert "[-700, -310]" in html  # the settings actually used, not the defaults

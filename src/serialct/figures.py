@@ -17,7 +17,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
 
-from serialct.constants import LESION_CONSOLIDATION, LESION_GGO, LESION_OTHER
+from serialct.constants import LESION_CONSOLIDATION, LESION_GGO, LESION_OTHER, LOBE_LABELS
 
 log = logging.getLogger("serialct")
 
@@ -27,6 +27,9 @@ DPI = 120
 GROUP_COLORS = {"moderate": "tab:blue", "severe": "tab:red"}
 LESION_COLORS = {LESION_GGO: "#1f77ff", LESION_CONSOLIDATION: "#ff8c00", LESION_OTHER: "#d4d400"}
 LESION_ALPHA = 0.55
+LOBE_COLORS = {"rul": "tab:purple", "rml": "tab:green", "rll": "tab:red", "lul": "tab:cyan",
+               "lll": "tab:olive"}  # fmt: skip
+LOBE_NAMES_COLOURED = tuple(f"{n.upper()} {c.removeprefix('tab:')}" for n, c in LOBE_COLORS.items())
 LUNG_OUTLINE = "lime"
 QC_FRACTIONS = (0.25, 0.5, 0.75)
 FIG3_PANELS = (
@@ -190,13 +193,21 @@ def _lung_window() -> tuple[float, float]:
     return LUNG_WINDOW_LEVEL - LUNG_WINDOW_WIDTH / 2, LUNG_WINDOW_LEVEL + LUNG_WINDOW_WIDTH / 2
 
 
-def _lesion_rgba(labels: np.ndarray) -> np.ndarray:
-    """An RGBA overlay: transparent background, one colour per lesion label."""
+def _rgba(labels: np.ndarray, colours: dict[int, str]) -> np.ndarray:
+    """An RGBA overlay: transparent background, one colour per label."""
     rgba = np.zeros((*labels.shape, 4))
-    for value, color in LESION_COLORS.items():
+    for value, color in colours.items():
         r, g, b, _ = to_rgba(color)
         rgba[labels == value] = (r, g, b, LESION_ALPHA)
     return rgba
+
+
+def _lesion_rgba(labels: np.ndarray) -> np.ndarray:
+    return _rgba(labels, LESION_COLORS)
+
+
+def _lobe_rgba(labels: np.ndarray) -> np.ndarray:
+    return _rgba(labels, {LOBE_LABELS[name]: colour for name, colour in LOBE_COLORS.items()})
 
 
 def figure4(scan_dirs: list[Path], titles: list[str], out_png: Path | str) -> None:
@@ -241,12 +252,15 @@ def qc_overlay(
     lung_image: Path | str | sitk.Image,
     lesion_image: Path | str | sitk.Image,
     out_png: Path | str,
+    lobes_image: Path | str | sitk.Image | None = None,
 ) -> None:
-    """Three axial slices (25/50/75 % of the lung's z extent) and one coronal slice, with the
-    lung outline and the lesion labels in colour. CT, lung and lesion: images or their files."""
+    """Three axial slices (25/50/75 % of the lung's z extent) and one coronal slice: the lung
+    outline and the lesion labels (GGO, consolidation) in colour; with ``lobes_image`` a second
+    row shows the same slices with the five lobes in colour. Images or their files."""
     ct, spacing = _read(ct_image)
     lung, _ = _read(lung_image)
     lesion, _ = _read(lesion_image)
+    lobes = None if lobes_image is None else _read(lobes_image)[0]
     vmin, vmax = _lung_window()
     zs = np.flatnonzero((lung > 0).reshape(lung.shape[0], -1).any(axis=1))
     if zs.size:
@@ -257,25 +271,32 @@ def qc_overlay(
         log.warning("%s: empty lung mask; QC shows the middle of the volume", out_png)
         z0, z1, y_cor = 0, ct.shape[0] - 1, ct.shape[1] // 2
     slices = [int(round(z0 + f * (z1 - z0))) for f in QC_FRACTIONS]
-    fig = _new_figure(13.0, 3.6)
-    axes = fig.subplots(1, len(slices) + 1)
-    views = [(ct[z], lung[z], lesion[z], spacing[1] / spacing[2], f"axial z={z}") for z in slices]
-    # coronal: rows are z; flip so that superior is up (+z superior in LPS)
-    views.append(
-        (
-            ct[::-1, y_cor],
-            lung[::-1, y_cor],
-            lesion[::-1, y_cor],
-            spacing[0] / spacing[2],
-            f"coronal y={y_cor}",
-        )
-    )
-    for ax, (image, lung_2d, lesion_2d, aspect, title) in zip(axes, views, strict=True):
-        ax.imshow(image, cmap="gray", vmin=vmin, vmax=vmax, aspect=aspect)
-        if (lung_2d > 0).any() and not (lung_2d > 0).all():
-            ax.contour(lung_2d > 0, levels=[0.5], colors=LUNG_OUTLINE, linewidths=0.8)
-        ax.imshow(_lesion_rgba(lesion_2d), aspect=aspect, interpolation="nearest")
-        ax.set_title(title, fontsize=9)
-        ax.set_axis_off()
+    rows = 1 if lobes is None else 2
+    fig = _new_figure(13.0, 3.6 * rows)
+    axes = np.atleast_2d(fig.subplots(rows, len(slices) + 1))
+
+    def views(overlay: np.ndarray) -> list[tuple]:
+        axial = [
+            (ct[z], lung[z], overlay[z], spacing[1] / spacing[2], f"axial z={z}") for z in slices
+        ]
+        # coronal: rows are z; flip so that superior is up (+z superior in LPS)
+        coronal = (ct[::-1, y_cor], lung[::-1, y_cor], overlay[::-1, y_cor],
+                   spacing[0] / spacing[2], f"coronal y={y_cor}")  # fmt: skip
+        return [*axial, coronal]
+
+    layers = [(lesion, _lesion_rgba, "lesions: GGO blue, consolidation orange")]
+    if lobes is not None:
+        layers.append((lobes, _lobe_rgba, "lobes: " + ", ".join(LOBE_NAMES_COLOURED)))
+    for row, (overlay, to_rgba_layer, legend) in zip(axes, layers, strict=True):
+        for ax, (image, lung_2d, overlay_2d, aspect, title) in zip(
+            row, views(overlay), strict=True
+        ):
+            ax.imshow(image, cmap="gray", vmin=vmin, vmax=vmax, aspect=aspect)
+            if (lung_2d > 0).any() and not (lung_2d > 0).all():
+                ax.contour(lung_2d > 0, levels=[0.5], colors=LUNG_OUTLINE, linewidths=0.8)
+            ax.imshow(to_rgba_layer(overlay_2d), aspect=aspect, interpolation="nearest")
+            ax.set_title(title, fontsize=9)
+            ax.set_axis_off()
+        row[0].text(0, -0.08, legend, transform=row[0].transAxes, fontsize=8, va="top")
     fig.tight_layout()
     _save(fig, out_png)

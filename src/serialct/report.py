@@ -22,6 +22,7 @@ from PIL import Image
 from serialct.reference import reference_path
 from serialct.shipped import locate
 from serialct.stats.describe import format_p
+from serialct.timeline import patients_section, qc_by_scan
 
 log = logging.getLogger("serialct")
 
@@ -73,13 +74,21 @@ PAPER = {
     },
 }
 STYLE = """
-body{font-family:sans-serif;margin:2em;max-width:1200px;color:#222}
+body{font-family:sans-serif;margin:1em auto;padding:0 1em;max-width:1200px;color:#222}
 table{border-collapse:collapse;margin:0.5em 0 1.5em;font-size:0.85em}
+.scroll{overflow-x:auto;max-width:100%}
 th,td{border:1px solid #bbb;padding:2px 6px;text-align:left;vertical-align:top}
 th{background:#eee}
-img.fig{max-width:100%;border:1px solid #ccc}
-.qc{display:inline-block;width:48%;margin:0.5%;font-size:0.75em;vertical-align:top}
-.qc img{width:100%}
+img.fig{max-width:100%;height:auto;border:1px solid #ccc}
+.gallery{display:flex;flex-wrap:wrap;gap:0.5em}
+.qc{flex:1 1 360px;max-width:600px;margin:0;font-size:0.75em}
+.qc img{width:100%;height:auto;border:1px solid #ccc}
+.flag{color:#a00}
+svg.timeline{width:100%;max-width:480px;height:auto;display:block;margin:0.3em 0}
+svg.timeline text{font-size:9px;fill:#444}
+svg.timeline .axis{stroke:#888;stroke-width:1}
+svg.timeline polyline{fill:none;stroke:#1f77b4;stroke-width:1.5}
+svg.timeline circle{fill:#1f77b4}
 .note{color:#666;font-size:0.9em}
 .caption{font-size:0.9em;margin:0.2em 0 1.5em;max-width:900px}
 h2{border-bottom:1px solid #ccc;margin-top:1.8em}
@@ -121,7 +130,10 @@ def _table_html(frame: pd.DataFrame) -> str:
         "<tr>" + "".join(f"<td>{_cell(v)}</td>" for v in row) + "</tr>"
         for row in frame.itertuples(index=False)
     )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return (
+        f'<div class="scroll"><table><thead><tr>{head}</tr></thead>'
+        f"<tbody>{body}</tbody></table></div>"
+    )
 
 
 def _read_tsv(path: Path) -> pd.DataFrame | None:
@@ -334,6 +346,16 @@ def model_line(model: str | Path) -> str:
     return f"{path.name}: {summary}"
 
 
+def _made_with(config: dict[str, Any]) -> str:
+    """The lines under the title: which lesion model and which normal reference made the numbers."""
+    lines = []
+    if config.get("model"):
+        lines.append(f"Lesion model: {model_line(config['model'])}")
+    if config.get("reference_histogram"):
+        lines.append(f"Normal-lung reference: {reference_line(reference_path(config))}")
+    return "".join(f'<p class="note">{escape(line)}</p>' for line in lines)
+
+
 def _provenance_section(record: dict[str, Any]) -> str:
     """What made these results, from provenance.json at the results root."""
     soft = record.get("software", {})
@@ -447,31 +469,6 @@ def _excluded_section(stats_dir: Path) -> str:
     )
 
 
-def _qc_section(qc_pngs: list[Path]) -> str:
-    parts = [
-        f"<h2>QC overlays ({len(qc_pngs)} scans)</h2>",
-        _caption(
-            "Per scan: three axial slices (25/50/75 % of the lung's extent) and one coronal "
-            "slice in the lung window, with the lung outline and the lesion labels in colour. "
-            f"Downscaled thumbnails ({QC_THUMB_WIDTH} px wide); the full-size qc.png lies next "
-            "to each scan's results."
-        ),
-    ]
-    shown = [Path(p) for p in qc_pngs[:MAX_QC]]
-    for path in shown:
-        if not path.is_file():
-            continue
-        caption = "/".join(path.parts[-4:-1]) or path.name
-        thumb = _img(path, "thumb", QC_THUMB_WIDTH)
-        parts.append(f'<div class="qc">{thumb}<br>{escape(caption)}</div>')
-    if len(qc_pngs) > MAX_QC:
-        parts.append(
-            f'<p class="note">Only the first {MAX_QC} of {len(qc_pngs)} QC overlays are '
-            "shown; the others are next to each scan (qc.png).</p>"
-        )
-    return "\n".join(parts)
-
-
 def write_report(
     out_html: Path | str,
     stats_dir: Path | str,
@@ -504,15 +501,27 @@ def write_report(
     sections.append("<h2>Figures</h2>" + (figures_html or '<p class="note">none</p>'))
     sections.append(_repeated_section(stats_dir))
     sections.append(_excluded_section(stats_dir))
-    sections.append(_qc_section(list(qc_pngs)))
+    sections.append(
+        patients_section(
+            _read_tsv(tables_dir / "scans.tsv"),
+            qc_by_scan(list(qc_pngs)),
+            Path(out_html).parent,
+            lambda path: _img(path, "thumb", QC_THUMB_WIDTH),
+            MAX_QC,
+        )
+    )
     sections.append(_skipped_series_section(series_tables or []))
     sections.append(_settings_section(config))
     if provenance is not None:
         sections.append(_provenance_section(provenance))
     html = (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>serialct cohort report</title><style>{STYLE}</style></head><body>"
-        "<h1>serialct cohort report</h1>" + "\n".join(sections) + "</body></html>\n"
+        "<h1>serialct cohort report</h1>"
+        + _made_with(config)
+        + "\n".join(sections)
+        + "</body></html>\n"
     )
     out_html = Path(out_html)
     out_html.parent.mkdir(parents=True, exist_ok=True)

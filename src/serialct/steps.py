@@ -211,7 +211,7 @@ def quantify_scan(
     metrics.update(measured)
     _write_json(metrics_out, metrics)
     with atomic_path(Path(qc_png)) as tmp_png:
-        qc_overlay(images["ct"], images["lung"], images["lesion"], tmp_png)
+        qc_overlay(images["ct"], images["lung"], images["lesion"], tmp_png, images["lobes"])
     log.info(
         "%s/%s: lung %.0f cm3, lesion %.1f cm3 (%.2f %%)", metrics["patient_id"],
         metrics["scan_id"], measured["lung_volume_cm3"], measured["lesion_volume_cm3"],

@@ -34,4 +34,4 @@ rule quantify:
 
 rule scans:
     input:
-        per_scan(PER_SCAN),
+        per_scan(PER_SCAN + DICOM_EXPORT),

@@ -147,10 +147,14 @@ def sample_frame(labels: np.ndarray, image: sitk.Image, frame: Frame) -> np.ndar
 
 def _identified(ds: Dataset, patient_id: str, pseudonymised: bool) -> Dataset:
     """A copy of a source header carrying the scan's patient identity (see ``build``)."""
-    ds = copy.copy(ds)
+    ds = copy.deepcopy(ds)
     for keyword in TYPE_2_COPIED:  # copied into the SEG, where they must be present
         if keyword not in ds:
             setattr(ds, keyword, "")
+    for keyword in ("ReferencedStudySequence", "ReferencedPerformedProcedureStepSequence"):
+        # copied into the SEG; an item without its class UID (seen in real exports) is invalid
+        if any("ReferencedSOPClassUID" not in item for item in ds.get(keyword, [])):
+            del ds[keyword]
     ds.PatientID = patient_id
     if pseudonymised:
         ds.PatientName = f"{patient_id}^"  # (a one-component person name)
