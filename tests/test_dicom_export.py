@@ -17,6 +17,7 @@ from serialct.constants import LOBE_LABELS
 from serialct.dicom.convert import convert_series
 from serialct.dicom.seg import SEGMENTS
 from serialct.errors import InputError
+from serialct.scan_failure import dicom_folders, run_scan_step
 from serialct.steps import export_dicom
 from tests.dicom_factory import write_series
 
@@ -237,3 +238,24 @@ def test_source_identity_is_not_changed_and_bad_study_references_are_dropped(tmp
     run = subprocess.run([str(DCIODVFY), str(seg_path)], capture_output=True, text=True)
     assert not [x for x in run.stderr.splitlines() if x.startswith("Error")]
     assert pydicom.dcmread(sr_path).PatientID == "S-abc"  # the SR follows the SEG's identity
+
+
+def test_in_the_workflow_a_blank_uid_fails_only_this_scans_export(tmp_path):
+    """As workflow/scripts/dicom_export.py runs it: placeholders and failed.txt, no crash."""
+    manifest, paths, _ = _scan(tmp_path)
+    ds = pydicom.dcmread(paths[0])
+    ds.StudyInstanceUID = ""
+    ds.save_as(paths[0])
+    scan_dir = tmp_path / "scan"
+    outputs = [scan_dir / "seg.dcm", scan_dir / "sr.dcm"]
+    ran = run_scan_step(
+        "export",
+        scan_dir,
+        outputs,
+        lambda: export_dicom(manifest, scan_dir, scan_dir / "metrics.json", *outputs, {}),
+        own=dicom_folders(manifest),
+    )
+    assert not ran
+    assert (scan_dir / "failed.txt").read_text().startswith("export: ")
+    assert "blank StudyInstanceUID" in (scan_dir / "failed.txt").read_text()
+    assert all(p.stat().st_size == 0 for p in outputs)

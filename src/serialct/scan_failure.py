@@ -1,6 +1,6 @@
 """One scan's bad input does not stop a cohort: its step records one line and the others go on.
 
-In the workflow every per-scan step (convert, lung, lesion, quantify) runs through
+In the workflow every per-scan step (convert, lung, lesion, quantify, export) runs through
 :func:`run_scan_step`. When it fails on the scan's own input (exit status 2 of
 :mod:`serialct.failures`, a message that names one of the scan's own files: its DICOM series or
 its folder of results; a corrupt or truncated DICOM or image, a series that cannot be stacked,

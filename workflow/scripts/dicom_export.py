@@ -5,7 +5,7 @@ sys.stderr = open(snakemake.log[0], "w")  # noqa: SIM115  first: everything goes
 from pathlib import Path
 
 from serialct.logs import setup
-from serialct.scan_failure import run_scan_step
+from serialct.scan_failure import dicom_folders, run_scan_step
 from serialct.steps import export_dicom
 
 setup()
@@ -17,4 +17,5 @@ run_scan_step(
     lambda: export_dicom(
         inputs.manifest, Path(inputs.lung).parent, inputs.metrics, out.seg, out.sr, snakemake.config
     ),
+    own=dicom_folders(inputs.manifest),  # (a blank UID in the scan's own series)
 )
