@@ -81,7 +81,7 @@ th,td{border:1px solid #bbb;padding:2px 6px;text-align:left;vertical-align:top}
 th{background:#eee}
 img.fig{max-width:100%;height:auto;border:1px solid #ccc}
 .gallery{display:flex;flex-wrap:wrap;gap:0.5em}
-.qc{flex:1 1 360px;max-width:600px;margin:0;font-size:0.75em}
+.qc{flex:0 1 380px;margin:0;font-size:0.75em}
 .qc img{width:100%;height:auto;border:1px solid #ccc}
 .flag{color:#a00}
 svg.timeline{width:100%;max-width:480px;height:auto;display:block;margin:0.3em 0}
