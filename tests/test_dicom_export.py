@@ -15,6 +15,7 @@ import SimpleITK as sitk
 
 from serialct.constants import LOBE_LABELS
 from serialct.dicom.convert import convert_series
+from serialct.dicom.readback import check_seg
 from serialct.dicom.seg import SEGMENTS
 from serialct.errors import InputError
 from serialct.scan_failure import dicom_folders, run_scan_step
@@ -259,3 +260,19 @@ def test_in_the_workflow_a_blank_uid_fails_only_this_scans_export(tmp_path):
     assert (scan_dir / "failed.txt").read_text().startswith("export: ")
     assert "blank StudyInstanceUID" in (scan_dir / "failed.txt").read_text()
     assert all(p.stat().st_size == 0 for p in outputs)
+
+
+def test_readback_check_is_exact_and_catches_a_changed_voxel(tmp_path):
+    seg_path, _, _, _ = _export(tmp_path)
+    scan_dir = tmp_path / "scan"
+    checks = check_seg(seg_path, scan_dir)
+    assert checks and all(c.exact for c in checks), checks
+    lesion = sitk.ReadImage(str(scan_dir / "lesion.nii.gz"))
+    array = sitk.GetArrayFromImage(lesion)
+    array[tuple(np.argwhere(array == 1)[0])] = 2  # one GGO voxel becomes consolidation
+    changed = sitk.GetImageFromArray(array)
+    changed.CopyInformation(lesion)
+    sitk.WriteImage(changed, str(scan_dir / "lesion.nii.gz"))
+    by_label = {c.label: c for c in check_seg(seg_path, scan_dir)}
+    assert by_label["Ground-glass opacity"].mismatched == 1
+    assert not by_label["Consolidation"].exact and by_label["Right lung"].exact
