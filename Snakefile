@@ -12,12 +12,12 @@ if not config:
 
 
 include: "workflow/rules/common.smk"
+include: "workflow/rules/cluster.smk"
 include: "workflow/rules/convert.smk"
 include: "workflow/rules/reference.smk"
 include: "workflow/rules/lung.smk"
 include: "workflow/rules/lesion.smk"
 include: "workflow/rules/quantify.smk"
-include: "workflow/rules/export.smk"
 include: "workflow/rules/cohort.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/train.smk"

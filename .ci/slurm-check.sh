@@ -3,9 +3,10 @@
 #   1. bring up munge, MariaDB, slurmdbd, slurmctld, slurmd (apt-installs them if missing)
 #   2. draw a tiny synthetic cohort (2 patients) and run it with --profile profiles/slurm,
 #      the lesion rule asking SLURM for a (fake) GPU while inference stays on the CPU
-#   3. sacct: every job went through sbatch, none failed, the lesion job holds gres/gpu
-#   4. the same cohort run locally: tables/scans.tsv must be equal
-#   5. stop the daemons by pid (trap), whatever happened
+#   3. a run whose caps exceed the node stops before submitting, naming the setting
+#   4. sacct: every job went through sbatch, none failed, the lesion job holds gres/gpu
+#   5. the same cohort run locally: tables/scans.tsv must be equal
+#   6. stop the daemons by pid (trap), whatever happened
 # Every cluster call is wrapped in `timeout -k`: a job pending forever fails CI, never hangs it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -46,6 +47,26 @@ PY
 done
 
 node_mem=$(scontrol show node -o | sed -n 's/.*RealMemory=\([0-9]*\).*/\1/p' | head -1)
+
+echo "== slurm: caps larger than every node stop the run before it submits (never a hang)"
+t0=$(date +%s)
+set +e
+timeout -k 10 300 "$SNAKEMAKE" --profile profiles/slurm \
+  --configfile "$WORK/slurm/config.yaml" --set-resources lesion:gpu=1 \
+  --cores "$(( $(nproc) + 2 ))" --resources mem_mb="$node_mem" gpu=1 \
+  >"$WORK/too_big.log" 2>&1
+status=$?
+set -e
+too_big_s=$(( $(date +%s) - t0 ))
+if [ "$status" -eq 0 ] || [ "$status" -ge 124 ] \
+   || ! grep -q "no node can ever run this" "$WORK/too_big.log" \
+   || grep -q "submitted with SLURM jobid" "$WORK/too_big.log"; then
+  tail -30 "$WORK/too_big.log"
+  echo "ci: a run whose jobs no node can hold did not stop at once (status $status)"
+  exit 1
+fi
+grep -o "no node can ever run this.*" "$WORK/too_big.log" | head -1 | cut -c1-400
+echo "ci: stopped before submitting anything, status $status, after ${too_big_s} s"
 echo "== slurm: run (node: $(nproc) CPUs, ${node_mem} MB, gpu:1)"
 t0=$(date +%s)
 set +e

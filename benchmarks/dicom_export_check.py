@@ -1,6 +1,6 @@
 """Check every scan's seg.dcm and sr.dcm of a results folder: dciodvfy (dicom3tools) errors and
 warnings, the SEG read back voxel for voxel against the NIfTI labels
-(:mod:`serialct.dicom.readback`), file sizes and the export jobs' seconds.
+(:mod:`serialct.dicom.readback`), file sizes and the export's seconds (from the quantify log).
 
 Usage: python benchmarks/dicom_export_check.py RESULTS_DIR
 """
@@ -8,6 +8,7 @@ Usage: python benchmarks/dicom_export_check.py RESULTS_DIR
 from __future__ import annotations
 
 import argparse
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -36,8 +37,10 @@ def main() -> None:
         sr_errors, sr_warnings = validate(scan / "sr.dcm")
         checks = check_seg(scan / "seg.dcm", scan)
         key = scan.relative_to(args.results / "scans")
-        timing = args.results / "benchmarks" / "dicom_export" / key.with_suffix(".tsv")
-        seconds = pd.read_csv(timing, sep="\t")["s"].iloc[0] if timing.exists() else None
+        log = args.results / "logs" / "quantify" / key.with_suffix(".log")
+        text = log.read_text() if log.exists() else ""
+        took = re.search(r"DICOM-SEG and SR took ([0-9.]+) s", text)
+        seconds = float(took.group(1)) if took else None
         rows.append({
             "scan": str(key),
             "segments": len(checks),
@@ -47,7 +50,7 @@ def main() -> None:
             "warnings": len(seg_warnings) + len(sr_warnings),
             "seg_kb": round((scan / "seg.dcm").stat().st_size / 1024),
             "sr_kb": round((scan / "sr.dcm").stat().st_size / 1024),
-            "job_s": seconds,
+            "export_s": seconds,
         })  # fmt: skip
         for line in seg_errors + sr_errors:
             print(f"{key}: {line}")

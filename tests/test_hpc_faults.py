@@ -105,7 +105,7 @@ def _profile_retries() -> int:
 
 
 def _hungry_workflow(folder: Path, shell: str) -> None:
-    """A one-rule Snakefile whose job gets mem_mb from the workflow's own grows(1000)."""
+    """A one-rule Snakefile whose job gets mem_mb from the workflow's own grows_mb(1000)."""
     (folder / "Snakefile").write_text(
         textwrap.dedent(
             f"""
@@ -113,7 +113,7 @@ def _hungry_workflow(folder: Path, shell: str) -> None:
 
             rule hungry:
                 output: "done.txt"
-                resources: mem_mb=grows(1000)
+                resources: mem_mb=grows_mb(1000)
                 shell: {shell!r}
             """
         )
@@ -125,10 +125,12 @@ def test_profile_retries_and_rules_grow_with_attempt():
     values = [
         (smk.name, value)
         for smk in (ROOT / "workflow" / "rules").glob("*.smk")
-        for value in re.findall(r"(?:mem_mb|runtime)=(\S+)", smk.read_text())
+        for value in re.findall(r"^\s+((?:mem_mb|runtime)=\S+)", smk.read_text(), re.M)
     ]
     assert len(values) >= 10  # every per-scan and fan-in rule sets both
-    assert all(value.startswith("grows(") for _, value in values), values
+    assert all(  # memory never beyond the run's cap (grows_mb), runtime plain
+        value.startswith(("mem_mb=grows_mb(", "runtime=grows(")) for _, value in values
+    ), values
 
 
 @pytest.mark.skipif(not SNAKEMAKE.exists(), reason="snakemake not installed in this venv")
@@ -160,3 +162,21 @@ def test_without_retries_the_job_fails(tmp_path):
     )  # fmt: skip
     assert run.returncode != 0
     assert not (tmp_path / "done.txt").exists()
+
+
+@pytest.mark.skipif(not SNAKEMAKE.exists(), reason="snakemake not installed in this venv")
+def test_retries_never_ask_for_more_memory_than_the_cap(tmp_path):
+    """With the node's memory as the cap (--resources mem_mb, the SLURM profile's), attempts
+    grow to the cap and no further: a retry never asks SLURM for more than a node has."""
+    _hungry_workflow(
+        tmp_path,
+        "echo attempt {resources.mem_mb} >> attempts.txt; "
+        "test {resources.mem_mb} -ge 2000 && touch {output}",
+    )
+    run = subprocess.run(
+        [str(SNAKEMAKE), "--cores", "1", "--retries", "2", "--resources", "mem_mb=1500"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert run.returncode != 0
+    attempts = (tmp_path / "attempts.txt").read_text().split()
+    assert attempts == ["attempt", "1000", "attempt", "1500", "attempt", "1500"]

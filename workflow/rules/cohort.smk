@@ -13,7 +13,7 @@ rule tables:
     log:
         f"{LOGS}/tables.log",
     resources:
-        mem_mb=grows(2000),
+        mem_mb=grows_mb(2000),
         runtime=grows(10),
     conda:
         "../../envs/serialct.yaml"
@@ -32,7 +32,7 @@ rule cohort_stats:
     log:
         f"{LOGS}/stats.log",
     resources:
-        mem_mb=grows(2000),
+        mem_mb=grows_mb(2000),
         runtime=grows(10),
     conda:
         "../../envs/serialct.yaml"
@@ -55,7 +55,7 @@ rule figures:
     log:
         f"{LOGS}/figures.log",
     resources:
-        mem_mb=grows(3000),
+        mem_mb=grows_mb(3000),
         runtime=grows(10),
     conda:
         "../../envs/serialct.yaml"

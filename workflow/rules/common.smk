@@ -46,6 +46,14 @@ def on_gpu():
     return config["device"] == "cuda"
 
 
+# config cluster.gpu_partition: the SLURM partition of rule lesion (inference)
+GPU_PARTITION = (
+    {"slurm_partition": config["cluster"]["gpu_partition"]}
+    if config["cluster"]["gpu_partition"]
+    else {}
+)
+
+
 include: "resources.smk"
 
 

@@ -18,7 +18,7 @@ checkpoint index:
         f"{LOGS}/index/{{center}}.log",
     threads: 4  # header-reading processes (fewer when fewer cores are given)
     resources:
-        mem_mb=grows(2000),
+        mem_mb=grows_mb(2000),
         runtime=grows(60),
     conda:
         "../../envs/serialct.yaml"
@@ -39,7 +39,7 @@ rule convert:
     group:
         "cpu_prepare"
     resources:
-        mem_mb=grows(3000),
+        mem_mb=grows_mb(3000),
         runtime=grows(15),
     conda:
         "../../envs/serialct.yaml"

@@ -18,9 +18,10 @@ rule lesion:
         "gpu_scan"
     threads: 2
     resources:
-        mem_mb=grows(8000),
+        mem_mb=grows_mb(8000),
         runtime=grows(10 if on_gpu() else 60),
         gpu=1 if on_gpu() else 0,
+        **GPU_PARTITION,
     conda:
         "../../envs/torch.yaml"
     script:

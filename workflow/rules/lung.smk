@@ -17,7 +17,7 @@ rule lung:
     group:
         "cpu_prepare"
     resources:
-        mem_mb=grows(6000),
+        mem_mb=grows_mb(6000),
         runtime=grows(20),
     conda:
         "../../envs/serialct.yaml"

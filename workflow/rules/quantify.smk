@@ -1,5 +1,6 @@
-# Volumes, percents, per-lobe involvement, AI CT score, histogram distances, a QC overlay and
-# provenance.json.
+# Volumes, percents, per-lobe involvement, AI CT score, histogram distances, a QC overlay,
+# provenance.json and (config dicom_export) the scan's DICOM-SEG and SR: one job per scan, so
+# that the export adds no job to the DAG.
 
 
 rule quantify:
@@ -17,6 +18,7 @@ rule quantify:
         metrics=f"{SCAN_DIR}/metrics.json",
         qc=f"{SCAN_DIR}/qc.png",
         provenance=f"{SCAN_DIR}/provenance.json",
+        **{name.split(".")[0]: f"{SCAN_DIR}/{name}" for name in DICOM_EXPORT},
     log:
         f"{LOGS}/quantify/{{center}}/{{patient}}/{{scan}}.log",
     benchmark:
@@ -24,7 +26,7 @@ rule quantify:
     group:
         "cpu_measure"
     resources:
-        mem_mb=grows(4000),
+        mem_mb=grows_mb(4000),
         runtime=grows(15),
     conda:
         "../../envs/serialct.yaml"

@@ -17,7 +17,7 @@ rule reference:
     benchmark:
         f"{BENCH}/reference.tsv"
     resources:
-        mem_mb=grows(6000),
+        mem_mb=grows_mb(6000),
         runtime=grows(120),
     conda:
         "../../envs/serialct.yaml"

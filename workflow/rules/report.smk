@@ -7,7 +7,6 @@ rule report:
         figures=FIGURES,
         tables=[f"{RESULTS}/tables/scans.tsv", f"{RESULTS}/tables/patients.tsv"],
         qc=per_scan(["qc.png"]),
-        dicom=per_scan(DICOM_EXPORT),  # (requested here: no per-scan target lists them)
         series=expand(f"{RESULTS}/index/{{center}}.series.tsv", center=CENTERS),
         sheets=sheets_of("clinical") + sheets_of("readings") + config["pooled_tables"],
         model=str(locate(config["model"])),
@@ -22,7 +21,7 @@ rule report:
     log:
         f"{LOGS}/report.log",
     resources:
-        mem_mb=grows(2000),
+        mem_mb=grows_mb(2000),
         runtime=grows(10),
     conda:
         "../../envs/serialct.yaml"

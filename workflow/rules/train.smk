@@ -15,7 +15,7 @@ rule train_model:
         f"{BENCH}/train_model.tsv"
     threads: 2
     resources:
-        mem_mb=grows(8000),
+        mem_mb=grows_mb(8000),
         runtime=grows(60 if on_gpu() else 600),
         gpu=1 if on_gpu() else 0,
     conda:

@@ -1,4 +1,5 @@
-# Measurements of one scan -> metrics.json and qc.png.
+# Measurements of one scan -> metrics.json, qc.png, provenance.json; seg.dcm and sr.dcm when
+# config dicom_export is on (its own step: a scan whose export fails keeps its numbers).
 import sys
 
 sys.stderr = open(snakemake.log[0], "w")  # noqa: SIM115  first: everything goes to the log
@@ -6,27 +7,37 @@ from pathlib import Path
 
 from serialct import provenance
 from serialct.logs import setup
-from serialct.scan_failure import run_scan_step, write_not_measured
-from serialct.steps import quantify_scan
+from serialct.scan_failure import dicom_folders, run_scan_step, write_not_measured
+from serialct.steps import export_dicom, quantify_scan
 
 setup()
-out = snakemake.output
+inputs, out = snakemake.input, snakemake.output
+scan_dir = Path(out.metrics).parent
 run_scan_step(
     "quantify",
-    Path(out.metrics).parent,
-    out,
+    scan_dir,
+    [out.metrics, out.qc],
     lambda: quantify_scan(
-        Path(snakemake.input.ct).parent,
-        snakemake.input.sidecar,
-        snakemake.input.reference,
+        Path(inputs.ct).parent,
+        inputs.sidecar,
+        inputs.reference,
         out.metrics,
         out.qc,
         snakemake.config,
-    ),
-    on_failure=lambda line: write_not_measured(snakemake.input.manifest, out.metrics, out.qc, line),
+    ),  # fmt: skip
+    on_failure=lambda line: write_not_measured(inputs.manifest, out.metrics, out.qc, line),
 )
-inputs = snakemake.input
 provenance.write(
     out.provenance,
     provenance.scan_record(inputs.manifest, inputs.model, inputs.reference, snakemake.config),
 )
+if snakemake.config["dicom_export"]:
+    run_scan_step(
+        "export",
+        scan_dir,
+        [out.seg, out.sr],
+        lambda: export_dicom(
+            inputs.manifest, scan_dir, out.metrics, out.seg, out.sr, snakemake.config
+        ),  # fmt: skip
+        own=dicom_folders(inputs.manifest),  # (a blank UID in the scan's own series)
+    )
