@@ -210,13 +210,14 @@ def test_dciodvfy_finds_no_error(tmp_path):
         assert not [line for line in lines if line.startswith("Error")], lines
 
 
-def test_blank_uid_is_a_one_line_error_naming_the_file(tmp_path):
+@pytest.mark.parametrize("keyword", ["SeriesInstanceUID", "FrameOfReferenceUID"])
+def test_blank_uid_is_a_one_line_error_naming_the_file(tmp_path, keyword):
     manifest, paths, _ = _scan(tmp_path)
     ds = pydicom.dcmread(paths[1])
-    ds.SeriesInstanceUID = ""
+    setattr(ds, keyword, "")
     ds.save_as(paths[1])
     scan_dir = tmp_path / "scan"
-    with pytest.raises(InputError, match=rf"{paths[1].name}: blank SeriesInstanceUID"):
+    with pytest.raises(InputError, match=rf"{paths[1].name}: blank {keyword}"):
         export_dicom(manifest, scan_dir, scan_dir / "metrics.json", scan_dir / "s.dcm",
                      scan_dir / "r.dcm", {})  # fmt: skip
 

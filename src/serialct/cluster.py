@@ -143,7 +143,7 @@ def requests(workflow: Any) -> list[Request]:
         partition = _value(rule.resources.get("slurm_partition")) or None
         sizes.setdefault((partition, cpus, gpus), []).append(rule.name)
     setting = (
-        "set cores and resources (mem_mb, gpu) in profiles/slurm/config.yaml, or --cores N "
+        "Set cores and resources (mem_mb, gpu) in profiles/slurm/config.yaml, or --cores N "
         "--resources mem_mb=M gpu=G, to what one node has"
     )
     return [

@@ -26,7 +26,7 @@ rule quantify:
     group:
         "cpu_measure"
     resources:
-        mem_mb=grows_mb(4000),
+        mem_mb=grows_mb(6000),  # (the SEG of a 300-slice 512x512 scan adds about 0.9 GB)
         runtime=grows(15),
     conda:
         "../../envs/serialct.yaml"

@@ -49,6 +49,9 @@ CONSOLIDATION: Final = hd.sr.CodedConcept("95436008", "SCT", "Lung consolidation
 LESION: Final = codes.SCT.Lesion
 SERIES_NUMBER: Final = 9001  # SEG series number (SR: 9002); high, apart from the scanner's
 SERIES_DESCRIPTION: Final = "serialct lungs, lobes, lesions"
+REQUIRED_UIDS: Final = (  # what a SEG must reference in its source images
+    "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "FrameOfReferenceUID",
+)  # fmt: skip
 TYPE_2_COPIED: Final = (  # patient and study attributes a SEG copies from its source (type 2)
     "PatientName", "PatientBirthDate", "PatientSex", "AccessionNumber", "StudyID",
     "StudyDate", "StudyTime", "ReferringPhysicianName",
@@ -122,26 +125,33 @@ def frames_of(ds: Dataset) -> list[Frame]:
     return found
 
 
-def sample_frame(labels: np.ndarray, image: sitk.Image, frame: Frame) -> np.ndarray:
-    """The label (nearest neighbour, 0 outside the image) at the centre of each frame pixel.
-
-    ``labels`` is ``image``'s array (z, y, x)."""
-    rows, cols = frame.shape
-    r, c = np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij")
-    points = (
-        frame.position
-        + c[..., None] * frame.spacing[1] * frame.row_dir
-        + r[..., None] * frame.spacing[0] * frame.col_dir
-    )
+def frame_voxels(image: sitk.Image, frame: Frame) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
+    """For each pixel centre of ``frame``: the nearest voxel of ``image`` as (z, y, x) index
+    arrays of the pixels inside it, and the (rows, cols) mask of those pixels."""
     origin = np.asarray(image.GetOrigin(), float)
     direction = np.asarray(image.GetDirection(), float).reshape(3, 3)
     to_index = np.linalg.inv(direction * np.asarray(image.GetSpacing(), float))
-    index = np.rint((points - origin) @ to_index.T).astype(np.int64)  # (rows, cols, xyz)
-    size = np.asarray(image.GetSize())
-    inside = np.all((index >= 0) & (index < size), axis=-1)
-    out = np.zeros((rows, cols), dtype=labels.dtype)
-    i = index[inside]
-    out[inside] = labels[i[:, 2], i[:, 1], i[:, 0]]
+    # the map is affine: index(r, c) = first + c * along_row + r * along_column
+    first = to_index @ (frame.position - origin)
+    along_row = to_index @ (frame.spacing[1] * frame.row_dir)
+    along_column = to_index @ (frame.spacing[0] * frame.col_dir)
+    rows, cols = frame.shape
+    r = np.arange(rows, dtype=float)[:, None]
+    c = np.arange(cols, dtype=float)[None, :]
+    index = [np.rint(first[k] + c * along_row[k] + r * along_column[k]).astype(np.int64)
+             for k in range(3)]  # fmt: skip
+    inside = np.ones((rows, cols), dtype=bool)
+    for k, size in enumerate(image.GetSize()):
+        inside &= (index[k] >= 0) & (index[k] < size)
+    return (index[2][inside], index[1][inside], index[0][inside]), inside
+
+
+def sample_frame(
+    labels: np.ndarray, voxels: tuple[np.ndarray, ...], inside: np.ndarray
+) -> np.ndarray:
+    """``labels`` (z, y, x) at a frame's pixels (:func:`frame_voxels`); 0 outside the image."""
+    out = np.zeros(inside.shape, dtype=labels.dtype)
+    out[inside] = labels[voxels]
     return out
 
 
@@ -177,18 +187,26 @@ def build(
     accession number and referring physician); its study and frame of reference are the
     source series'."""
     for ds in sources:
-        for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
+        for keyword in REQUIRED_UIDS:
             if not str(ds.get(keyword, "")).strip():
                 raise InputError(
                     f"{ds.filename}: blank {keyword}; a DICOM-SEG cannot reference this series "
                     "(set dicom_export: false, or give the series UIDs)"
                 )
-    frames = [f for ds in sources for f in frames_of(ds)]
+    grid = masks["lung"]
+    for key, image in masks.items():
+        if image.GetSize() != grid.GetSize() or not np.allclose(
+            image.GetDirection() + image.GetOrigin() + image.GetSpacing(),
+            grid.GetDirection() + grid.GetOrigin() + grid.GetSpacing(),
+        ):
+            raise InputError(f"{key} mask: not on the lung mask's grid; rerun the scan's masks")
     arrays = {key: sitk.GetArrayViewFromImage(image) for key, image in masks.items()}
-    sampled = {
-        key: np.stack([sample_frame(arrays[key], masks[key], f) for f in frames])
-        for key in {s.mask for s in SEGMENTS}
-    }
+    per_frame: dict[str, list[np.ndarray]] = {key: [] for key in arrays}
+    for frame in (f for ds in sources for f in frames_of(ds)):
+        voxels, inside = frame_voxels(grid, frame)
+        for key, labels in arrays.items():
+            per_frame[key].append(sample_frame(labels, voxels, inside))
+    sampled = {key: np.stack(frames) for key, frames in per_frame.items()}
     algorithm = hd.AlgorithmIdentificationSequence(
         name="serialct", version=software_version, family=codes.cid7162.ArtificialIntelligence
     )
@@ -212,18 +230,21 @@ def build(
             kind.SegmentedPropertyTypeModifierCodeSequence = [s.laterality]
         descriptions.append(description)
     pixels = np.stack([sampled[s.mask] == s.label for s in kept], axis=-1)
-    return hd.seg.Segmentation(
-        source_images=[_identified(ds, patient_id, pseudonymised) for ds in sources],
-        pixel_array=pixels,
-        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-        segment_descriptions=descriptions,
-        series_instance_uid=hd.UID(),
-        series_number=SERIES_NUMBER,
-        sop_instance_uid=hd.UID(),
-        instance_number=1,
-        manufacturer="serialct",
-        manufacturer_model_name="serialct",
-        software_versions=software_version,
-        device_serial_number="none",
-        series_description=SERIES_DESCRIPTION,
-    )
+    try:
+        return hd.seg.Segmentation(
+            source_images=[_identified(ds, patient_id, pseudonymised) for ds in sources],
+            pixel_array=pixels,
+            segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+            segment_descriptions=descriptions,
+            series_instance_uid=hd.UID(),
+            series_number=SERIES_NUMBER,
+            sop_instance_uid=hd.UID(),
+            instance_number=1,
+            manufacturer="serialct",
+            manufacturer_model_name="serialct",
+            software_versions=software_version,
+            device_serial_number="none",
+            series_description=SERIES_DESCRIPTION,
+        )
+    except ValueError as exc:  # highdicom refuses the source headers
+        raise InputError(f"{sources[0].filename}: no DICOM-SEG on this series: {exc}") from exc
