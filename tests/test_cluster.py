@@ -8,14 +8,16 @@ from serialct.cluster import Request, check, parse_sinfo, requests
 
 # sinfo -h -N -o "%P|%c|%m|%G": two partitions, the default one marked with *
 SINFO = """\
-main*|2|20000|(null)
-main*|8|64000|(null)
-gpu|16|128000|gpu:a100:4(S:0-1)
-gpu|16|128000|gpu:2
+main*|2|20000|(null)|idle
+main*|8|64000|(null)|mix
+main*|64|512000|(null)|down*
+gpu|16|128000|gpu:a100:4(S:0-1)|alloc
+gpu|16|128000|gpu:2|idle
+gpu|64|512000|gpu:8|drain
 """
 
 
-def test_parse_sinfo():
+def test_parse_sinfo_keeps_the_nodes_that_are_up():
     nodes = parse_sinfo(SINFO)
     assert [(n.partition, n.cpus, n.mem_mb, n.gpus, n.default) for n in nodes] == [
         ("main", 2, 20000, 0, True),
@@ -56,8 +58,12 @@ def test_gpu_jobs_need_a_gpu_node_of_their_partition():
 def test_requests_from_the_rules_and_the_caps():
     """Packed rules ask for the caps; single rules for their threads (at most --cores); the
     lesion rule's GPU and partition come along; local rules never reach SLURM."""
+    from snakemake.resources import Resources
+
+    # as --default-resources gives it: a string evaluated per job
+    partition = Resources.parse(["slurm_partition=main"], allow_expressions=True)
     rules = [
-        SimpleNamespace(name="convert", group="cpu_prepare", resources={"_cores": 1}),
+        SimpleNamespace(name="convert", group="cpu_prepare", resources={"_cores": 1, **partition}),
         SimpleNamespace(name="index", group=None, resources={"_cores": 4}),
         SimpleNamespace(
             name="lesion",
@@ -74,6 +80,7 @@ def test_requests_from_the_rules_and_the_caps():
     )
     found = {r.what: (r.partition, r.cpus, r.mem_mb, r.gpus) for r in requests(workflow)}
     assert found == {
-        "rule convert, index": (None, 3, 12000, 0),
+        "rule convert": ("main", 3, 12000, 0),
+        "rule index": (None, 3, 12000, 0),
         "rule lesion": ("gpu", 3, 12000, 1),
     }

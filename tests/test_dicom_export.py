@@ -9,17 +9,20 @@ from pathlib import Path
 
 import highdicom as hd
 import numpy as np
+import pandas as pd
 import pydicom
 import pytest
 import SimpleITK as sitk
 
+from serialct.config import defaults
 from serialct.constants import LOBE_LABELS
 from serialct.dicom.convert import convert_series
 from serialct.dicom.readback import check_seg
 from serialct.dicom.seg import SEGMENTS
 from serialct.errors import InputError
-from serialct.scan_failure import dicom_folders, run_scan_step
+from serialct.scan_failure import dicom_folders, note_export_failure, run_scan_step
 from serialct.steps import export_dicom
+from serialct.tables import build_scans_table
 from tests.dicom_factory import write_series
 
 DCIODVFY = Path(sys.executable).parent / "dciodvfy"
@@ -120,11 +123,28 @@ def test_seg_reads_back_voxel_for_voxel_on_the_source_frames(tmp_path):
 
 
 def test_seg_codes_identity_and_references(tmp_path):
-    seg_path, _, paths, _ = _export(tmp_path, {"pseudonymise": {"key_file": "k", "mapping": "m"}})
+    manifest, paths, _ = _scan(tmp_path)
+    identity = {"PatientBirthDate": "19500101", "PatientComments": "lives at 1 Main St",
+                "StudyDescription": "CT chest Jane Doe", "PhysiciansOfRecord": "Who^Dr",
+                "IssuerOfPatientID": "HOSP", "AccessionNumber": "A123"}  # fmt: skip
+    for p in paths:
+        ds = pydicom.dcmread(p)
+        for keyword, value in identity.items():
+            setattr(ds, keyword, value)
+        ds.save_as(p)
+    before = {p: p.read_bytes() for p in paths}
+    scan_dir = tmp_path / "scan"
+    seg_path, sr_path = scan_dir / "seg.dcm", scan_dir / "sr.dcm"
+    export_dicom(manifest, scan_dir, scan_dir / "metrics.json", seg_path, sr_path,
+                 {"pseudonymise": {"key_file": "k", "mapping": "m"}})  # fmt: skip
+    assert {p: p.read_bytes() for p in paths} == before  # the sources are not touched
     seg = pydicom.dcmread(seg_path)
     first = pydicom.dcmread(paths[0])
-    assert seg.PatientID == "S-abc" and str(seg.PatientName) == "S-abc^"
-    assert seg.PatientBirthDate == ""
+    for exported in (seg, pydicom.dcmread(sr_path)):
+        assert exported.PatientID == "S-abc" and str(exported.PatientName) == "S-abc^"
+        for keyword, value in identity.items():
+            assert str(exported.get(keyword, "")) in ("", "None"), keyword
+            assert value not in str(exported), keyword
     assert seg.StudyInstanceUID == first.StudyInstanceUID
     assert seg.FrameOfReferenceUID == first.FrameOfReferenceUID
     referenced = {
@@ -243,7 +263,8 @@ def test_source_identity_is_not_changed_and_bad_study_references_are_dropped(tmp
 
 
 def test_in_the_workflow_a_blank_uid_fails_only_this_scans_export(tmp_path):
-    """As workflow/scripts/dicom_export.py runs it: placeholders and failed.txt, no crash."""
+    """As workflow/scripts/quantify.py runs the export step: placeholders and failed.txt, no
+    crash; the line joins the measured scan's qc_messages and the issues table."""
     manifest, paths, _ = _scan(tmp_path)
     ds = pydicom.dcmread(paths[0])
     ds.StudyInstanceUID = ""
@@ -261,6 +282,20 @@ def test_in_the_workflow_a_blank_uid_fails_only_this_scans_export(tmp_path):
     assert (scan_dir / "failed.txt").read_text().startswith("export: ")
     assert "blank StudyInstanceUID" in (scan_dir / "failed.txt").read_text()
     assert all(p.stat().st_size == 0 for p in outputs)
+    metrics = scan_dir / "metrics.json"
+    measured = {**json.loads(metrics.read_text()), "center": "C", "patient_id": "S-abc",
+                "study_date": "2020-02-01", "qc_status": "ok"}  # fmt: skip
+    metrics.write_text(json.dumps(measured))
+    note_export_failure(metrics, scan_dir)
+    after = json.loads(metrics.read_text())
+    assert after["qc_messages"] == [(scan_dir / "failed.txt").read_text().strip()]
+    assert after["qc_status"] == "ok" and after["ai_ct_score"] == 3  # the numbers stay
+    clinical = pd.DataFrame(
+        {"patient_id": ["S-abc"], "severity": ["moderate"],
+         "onset_date": ["2020-01-20"], "admission_date": ["2020-01-22"]}
+    )  # fmt: skip
+    _, issues = build_scans_table(pd.DataFrame([after]), {"C": clinical}, {}, defaults())
+    assert any(issue.startswith("export: ") for issue in issues["issue"]), issues
 
 
 def test_readback_check_is_exact_and_catches_a_changed_voxel(tmp_path):

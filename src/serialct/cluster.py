@@ -4,9 +4,10 @@ A job that asks for more CPUs, memory or GPUs than any node of its partition has
 for ever (reason PartitionConfig, or Resources) unless the site's ``slurm.conf`` rejects it, and
 Snakemake waits with it. The largest jobs of this workflow are the packed (group) jobs, which ask
 for what Snakemake's caps allow (``--cores``, ``--resources mem_mb=... gpu=...``, set in
-``profiles/slurm/config.yaml``), and single jobs, whose memory grows with each retry up to config
-``cluster.node_mem_mb``. :func:`check` compares them with the partitions' nodes as ``sinfo``
-reports them and returns one line per job kind that no node can run, naming what to change.
+``profiles/slurm/config.yaml``), and single jobs, whose memory grows with each retry up to the
+``mem_mb`` cap (``grows_mb``). :func:`check` compares them with the partitions' nodes that are up,
+as ``sinfo`` reports them, and returns one line per job kind that no node can run, naming what
+to change. Not checked: partition time limits, and groups given with ``--groups``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import subprocess
 from dataclasses import dataclass
 from typing import Any, Final
 
-SINFO_FORMAT: Final = "%P|%c|%m|%G"  # partition (default marked *), CPUs, memory MB, gres
+SINFO_FORMAT: Final = "%P|%c|%m|%G|%t"  # partition (default *), CPUs, memory MB, gres, state
+UNAVAILABLE: Final = ("down", "drain", "fail", "maint", "inval")  # node states that run nothing
 SINFO_TIMEOUT_S: Final = 30
 README_SECTION: Final = 'README "Running on your cluster"'
 
@@ -52,12 +54,14 @@ def _gpus(gres: str) -> int:
 
 
 def parse_sinfo(text: str) -> list[Node]:
-    """Nodes from ``sinfo -h -N -o SINFO_FORMAT`` (one line per node and partition)."""
+    """Nodes that are up, from ``sinfo -h -N -o SINFO_FORMAT`` (a line per node and partition)."""
     nodes = []
     for line in text.splitlines():
         if not line.strip():
             continue
-        partition, cpus, mem, gres = line.strip().split("|")
+        partition, cpus, mem, gres, state = line.strip().split("|")
+        if state.rstrip("*~#!%$@^-").startswith(UNAVAILABLE):
+            continue
         nodes.append(
             Node(
                 partition.rstrip("*"),
@@ -114,9 +118,15 @@ def check(requests: list[Request], nodes: list[Node]) -> list[str]:
 
 
 def _value(resource: Any) -> Any:
-    """A Snakemake resource's plain value (None when it is computed per job)."""
-    value = getattr(resource, "value", resource)
-    return None if callable(value) else value
+    """A Snakemake resource's plain value: a string given on the command line
+    (``--default-resources slurm_partition=X``, evaluated per job) as written; None when a
+    function computes it per job."""
+    if resource is None:
+        return None
+    if getattr(resource, "is_evaluable", lambda: False)():
+        raw = getattr(resource, "raw", None)
+        return raw.strip("'\"") if isinstance(raw, str) else None
+    return getattr(resource, "value", resource)
 
 
 def cap(workflow: Any, name: str) -> int | None:

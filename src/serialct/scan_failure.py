@@ -93,6 +93,18 @@ def write_not_measured(manifest: Path, metrics: Path, qc_png: Path, line: str) -
     write_placeholders([Path(qc_png)], line)
 
 
+def note_export_failure(metrics: Path, scan_dir: Path) -> None:
+    """Add a failed DICOM export's line to a measured scan's ``qc_messages`` (its numbers and
+    ``qc_status`` stay: the export comes after them), so that the issues table shows it."""
+    line = failed_line(scan_dir)
+    payload = read_json(metrics, "scan metrics")
+    if line is None or not line.startswith("export:") or "failed" in payload:
+        return
+    if line not in payload.get("qc_messages", []):
+        payload["qc_messages"] = [*payload.get("qc_messages", []), line]
+        write_text(Path(metrics), json.dumps(payload, indent=2) + "\n")
+
+
 def dicom_folders(manifest: Path) -> list[Path]:
     """The folders of a scan's DICOM files (from its scan manifest): convert's own input."""
     files = read_json(manifest, "scan manifest").get("files", [])

@@ -241,7 +241,10 @@ def export_dicom(
             sources.append(ds)
     if not sources:
         raise InputError(f"{scan['files'][0]}: no readable DICOM image to reference from a SEG")
-    masks = {n: read_image(Path(scan_dir) / f"{n}.nii.gz") for n in ("lung", "lobes", "lesion")}
+    paths = {n: Path(scan_dir) / f"{n}.nii.gz" for n in ("lung", "lobes", "lesion")}
+    masks = {n: read_image(path) for n, path in paths.items()}
+    for name in ("lobes", "lesion"):
+        check_same_grid(masks["lung"], paths["lung"], masks[name], paths[name])
     made = software()
     version = " ".join(filter(None, (made["serialct"], (made["commit"] or "")[:12])))
     with _Timer("DICOM-SEG and SR"):
@@ -377,6 +380,12 @@ def _reference_on_bins(path: Path, config: dict[str, Any]) -> tuple[np.ndarray, 
     return edges, on_bins(histogram.read_reference(path), edges, path)
 
 
+def _measure_failed(scan_dir: Path) -> bool:
+    """Whether a step up to quantify failed (a failed DICOM export leaves the numbers whole)."""
+    line = failed_line(scan_dir)
+    return line is not None and not line.startswith("export:")
+
+
 def build_reference(scan_dirs: Sequence[Path], out: Path, config: dict[str, Any]) -> None:
     """Normal-lung HU histogram from scan folders (``ct.nii.gz`` + ``lung.nii.gz``): the mean
     of their lung histograms, on the reference bins (``serialct.reference``)."""
@@ -411,7 +420,9 @@ def make_figures(
         figures.figure2(scans, fits, tmp2)
         figures.figure3(scans, fits, tmp3)
     # scans that were not measured (serialct.scan_failure) have no images to show
-    scan_dirs = sorted(d for d in {Path(f).parent for f in exemplary_files} if not failed_line(d))
+    scan_dirs = sorted(
+        d for d in {Path(f).parent for f in exemplary_files} if not _measure_failed(d)
+    )
     # scans/CENTER/PATIENT/SCAN: the same patient id may exist at two centres
     lookup = scans.astype({"center": str}).set_index(["center", "patient_id", "scan_id"])
     titles = []

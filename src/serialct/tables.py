@@ -79,6 +79,11 @@ def build_scans_table(
             ):
                 if (pid, date) not in seen:
                     issues.append((center, pid, date.date().isoformat(), "reading without a CT"))
+        if "qc_messages" in scans.columns:  # e.g. a DICOM export that failed (numbers kept)
+            for row in scans.itertuples():
+                messages = row.qc_messages if isinstance(row.qc_messages, list) else []
+                for line in (m for m in messages if str(m).startswith("export:")):
+                    issues.append((center, row.patient_id, str(row.study_date), line))
         merged["days_since_onset"] = _days(merged["study_date"], merged["onset_date"])
         merged["days_since_admission"] = _days(merged["study_date"], merged["admission_date"])
         parts.append(merged)

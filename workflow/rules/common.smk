@@ -46,7 +46,7 @@ def on_gpu():
     return config["device"] == "cuda"
 
 
-# config cluster.gpu_partition: the SLURM partition of rule lesion (inference)
+# config cluster.gpu_partition: the SLURM partition of the GPU rules (lesion, train_model)
 GPU_PARTITION = (
     {"slurm_partition": config["cluster"]["gpu_partition"]}
     if config["cluster"]["gpu_partition"]

@@ -18,6 +18,7 @@ rule train_model:
         mem_mb=grows_mb(8000),
         runtime=grows(60 if on_gpu() else 600),
         gpu=1 if on_gpu() else 0,
+        **GPU_PARTITION,
     conda:
         "../../envs/torch.yaml"
     script:

@@ -7,7 +7,12 @@ from pathlib import Path
 
 from serialct import provenance
 from serialct.logs import setup
-from serialct.scan_failure import dicom_folders, run_scan_step, write_not_measured
+from serialct.scan_failure import (
+    dicom_folders,
+    note_export_failure,
+    run_scan_step,
+    write_not_measured,
+)
 from serialct.steps import export_dicom, quantify_scan
 
 setup()
@@ -31,13 +36,11 @@ provenance.write(
     out.provenance,
     provenance.scan_record(inputs.manifest, inputs.model, inputs.reference, snakemake.config),
 )
-if snakemake.config["dicom_export"]:
-    run_scan_step(
-        "export",
-        scan_dir,
-        [out.seg, out.sr],
-        lambda: export_dicom(
-            inputs.manifest, scan_dir, out.metrics, out.seg, out.sr, snakemake.config
-        ),  # fmt: skip
-        own=dicom_folders(inputs.manifest),  # (a blank UID in the scan's own series)
-    )
+if snakemake.config["dicom_export"] and not run_scan_step(
+    "export",
+    scan_dir,
+    [out.seg, out.sr],
+    lambda: export_dicom(inputs.manifest, scan_dir, out.metrics, out.seg, out.sr, snakemake.config),
+    own=dicom_folders(inputs.manifest),  # (a blank UID in the scan's own series)
+):
+    note_export_failure(out.metrics, scan_dir)  # (the scan's issues list; its numbers stay)

@@ -25,6 +25,7 @@ import numpy as np
 import SimpleITK as sitk
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
+from pydicom.uid import generate_uid
 
 from serialct.constants import (
     LESION_CONSOLIDATION,
@@ -51,6 +52,13 @@ SERIES_NUMBER: Final = 9001  # SEG series number (SR: 9002); high, apart from th
 SERIES_DESCRIPTION: Final = "serialct lungs, lobes, lesions"
 REQUIRED_UIDS: Final = (  # what a SEG must reference in its source images
     "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "FrameOfReferenceUID",
+)  # fmt: skip
+PSEUDONYMISED_KEEP: Final = (  # source attributes a pseudonymised SEG takes: UIDs and geometry
+    *REQUIRED_UIDS, "SOPClassUID", "SpecificCharacterSet", "Modality", "StudyDate", "StudyTime",
+    "StudyID", "Rows", "Columns", "NumberOfFrames", "PixelSpacing", "ImagePositionPatient",
+    "ImageOrientationPatient", "SliceThickness", "SpacingBetweenSlices", "ImageType",
+    "SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence",
+    "DimensionOrganizationSequence", "DimensionIndexSequence",
 )  # fmt: skip
 TYPE_2_COPIED: Final = (  # patient and study attributes a SEG copies from its source (type 2)
     "PatientName", "PatientBirthDate", "PatientSex", "AccessionNumber", "StudyID",
@@ -157,7 +165,14 @@ def sample_frame(
 
 def _identified(ds: Dataset, patient_id: str, pseudonymised: bool) -> Dataset:
     """A copy of a source header carrying the scan's patient identity (see ``build``)."""
-    ds = copy.deepcopy(ds)
+    if pseudonymised:  # only what the SEG needs: nothing else of the patient or study is copied
+        kept = Dataset()
+        for keyword in PSEUDONYMISED_KEEP:
+            if keyword in ds:
+                setattr(kept, keyword, copy.deepcopy(ds[keyword].value))
+        ds = kept
+    else:
+        ds = copy.deepcopy(ds)
     for keyword in TYPE_2_COPIED:  # copied into the SEG, where they must be present
         if keyword not in ds:
             setattr(ds, keyword, "")
@@ -168,10 +183,12 @@ def _identified(ds: Dataset, patient_id: str, pseudonymised: bool) -> Dataset:
     ds.PatientID = patient_id
     if pseudonymised:
         ds.PatientName = f"{patient_id}^"  # (a one-component person name)
-        for keyword in ("PatientBirthDate", "AccessionNumber", "ReferringPhysicianName"):
-            if keyword in ds:
-                setattr(ds, keyword, "")
     return ds
+
+
+def tracking_uid(patient_id: str, segment: str) -> str:
+    """The same UID for the same structure of the same patient in every scan (serial scans)."""
+    return generate_uid(entropy_srcs=["serialct", patient_id, segment])
 
 
 def build(
@@ -182,10 +199,11 @@ def build(
     software_version: str,
 ) -> hd.seg.Segmentation:
     """The scan's SEG. ``sources``: the series' headers (pixel data not needed); ``masks``:
-    ``lung``, ``lobes`` and ``lesion`` label images. The SEG's PatientID is the scan's
-    ``patient_id`` (the pseudonym when ``pseudonymised``, which also blanks name, birth date,
-    accession number and referring physician); its study and frame of reference are the
-    source series'."""
+    ``lung``, ``lobes`` and ``lesion`` label images on one grid. The SEG's PatientID is the
+    scan's ``patient_id``. When ``pseudonymised`` (the pseudonym) it takes from the source only
+    UIDs, dates and geometry (PSEUDONYMISED_KEEP): no name, birth date, accession number,
+    physician, description or comment; the study, series and instance UIDs stay the source's, as
+    a SEG must reference its images, so the file is pseudonymised, not anonymous."""
     for ds in sources:
         for keyword in REQUIRED_UIDS:
             if not str(ds.get(keyword, "")).strip():
@@ -193,13 +211,7 @@ def build(
                     f"{ds.filename}: blank {keyword}; a DICOM-SEG cannot reference this series "
                     "(set dicom_export: false, or give the series UIDs)"
                 )
-    grid = masks["lung"]
-    for key, image in masks.items():
-        if image.GetSize() != grid.GetSize() or not np.allclose(
-            image.GetDirection() + image.GetOrigin() + image.GetSpacing(),
-            grid.GetDirection() + grid.GetOrigin() + grid.GetSpacing(),
-        ):
-            raise InputError(f"{key} mask: not on the lung mask's grid; rerun the scan's masks")
+    grid = masks["lung"]  # (the masks share its grid: serialct.steps.export_dicom checks)
     arrays = {key: sitk.GetArrayViewFromImage(image) for key, image in masks.items()}
     per_frame: dict[str, list[np.ndarray]] = {key: [] for key in arrays}
     for frame in (f for ds in sources for f in frames_of(ds)):
@@ -223,7 +235,7 @@ def build(
             algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
             algorithm_identification=algorithm,
             tracking_id=s.name,
-            tracking_uid=hd.UID(),
+            tracking_uid=tracking_uid(patient_id, s.name),
         )
         if s.laterality is not None:  # (nested in the type's item; no highdicom argument)
             kind = description.SegmentedPropertyTypeCodeSequence[0]

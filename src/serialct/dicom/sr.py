@@ -10,11 +10,13 @@ standard code names (percents of an organ, the CT score) use the local scheme ``
 
 from __future__ import annotations
 
+import math
 from typing import Any, Final
 
 import highdicom as hd
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
+from pydicom.uid import generate_uid
 
 from serialct.constants import (
     LESION_CONSOLIDATION,
@@ -34,6 +36,7 @@ VOLUME: Final = codes.SCT.Volume
 CM3: Final = codes.UCUM.CubicCentimeter
 PERCENT: Final = codes.UCUM.Percent
 SCORE: Final = hd.sr.CodedConcept("{score}", "UCUM", "score")
+DEVICE_UID: Final = generate_uid(entropy_srcs=["serialct", "device"])  # the same in every SR
 
 
 def _local(value: str, meaning: str) -> hd.sr.CodedConcept:
@@ -77,11 +80,16 @@ TOTALS: Final = (
 )
 
 
-def _measurements(metrics: dict[str, Any], wanted) -> list[hd.sr.Measurement]:  # noqa: ANN001
+def _measurements(
+    metrics: dict[str, Any],
+    wanted,
+    sites: list[hd.sr.FindingSite] | None = None,  # noqa: ANN001
+) -> list[hd.sr.Measurement]:
+    """The wanted metrics that the scan has (not None, finite: an empty lung gives NaN)."""
     return [
-        hd.sr.Measurement(name=name, value=float(metrics[key]), unit=unit)
+        hd.sr.Measurement(name=name, value=float(metrics[key]), unit=unit, finding_sites=sites)
         for name, key, unit in wanted
-        if metrics.get(key) is not None
+        if metrics.get(key) is not None and math.isfinite(float(metrics[key]))
     ]
 
 
@@ -97,7 +105,10 @@ def build(
     by_name = {s.name: s for s in SEGMENTS}
     for item in seg.SegmentSequence:
         segment = by_name[item.SegmentLabel]
-        measured = _measurements(metrics, BY_SEGMENT[segment.mask, segment.label])
+        site = [hd.sr.FindingSite(anatomic_location=segment.kind, laterality=segment.laterality)]
+        measured = _measurements(
+            metrics, BY_SEGMENT[segment.mask, segment.label], site if segment.laterality else None
+        )
         if not measured:
             continue
         groups.append(
@@ -127,7 +138,7 @@ def build(
     observer = hd.sr.ObserverContext(
         observer_type=codes.DCM.Device,
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
-            uid=hd.UID(), name="serialct", manufacturer_name="serialct"
+            uid=DEVICE_UID, name="serialct", manufacturer_name="serialct"
         ),
     )
     report = hd.sr.MeasurementReport(
