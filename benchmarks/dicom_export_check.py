@@ -33,11 +33,14 @@ def main() -> None:
     args = ap.parse_args()
     rows = []
     for scan in sorted(p.parent for p in args.results.glob("scans/*/*/*/seg.dcm")):
+        if not (scan / "seg.dcm").stat().st_size:  # a failed scan or export: failed.txt says why
+            print(f"{scan}: not exported: {(scan / 'failed.txt').read_text().strip()}")
+            continue
         seg_errors, seg_warnings = validate(scan / "seg.dcm")
         sr_errors, sr_warnings = validate(scan / "sr.dcm")
         checks = check_seg(scan / "seg.dcm", scan)
         key = scan.relative_to(args.results / "scans")
-        log = args.results / "logs" / "quantify" / key.with_suffix(".log")
+        log = args.results / "logs" / "quantify" / f"{key}.log"
         text = log.read_text() if log.exists() else ""
         took = re.search(r"DICOM-SEG and SR took ([0-9.]+) s", text)
         seconds = float(took.group(1)) if took else None
