@@ -2,9 +2,10 @@
 
 The cohort is index-only (``serialct synth --index-only``): the index checkpoint's outputs
 exist, so the dry run expands every scan's convert, lung, lesion and quantify jobs plus the
-fan-in. Usage::
+fan-in. With ``--bare`` the same run also times a bare Snakefile of four trivial chained rules
+per scan over the same scan ids (issue 21's yardstick: Snakemake's own per-job cost). Usage::
 
-    .venv/bin/python benchmarks/dag_scale.py --scans 465 10000 [--workdir DIR] [--json OUT]
+    .venv/bin/python benchmarks/dag_scale.py --scans 465 10000 [--bare] [--workdir DIR] [--json OUT]
 
 ``measure(n_scans, workdir)`` is the function benchmarks/run.py calls.
 """
@@ -60,6 +61,53 @@ def measure_jobs(n_scans: int, workdir: Path) -> tuple[float, int]:
     return seconds, counts["total"]
 
 
+BARE_SNAKEFILE = """
+import csv
+with open(config["index"]) as fh:
+    ROWS = list(csv.DictReader(fh, delimiter="\\t"))
+SCANS = [f"{r['center']}/{r['patient_id']}/{r['scan_id']}" for r in ROWS]
+rule all:
+    input: expand("bare/{s}/d.txt", s=SCANS)
+rule a:
+    output: "bare/{c}/{p}/{s}/a.txt"
+    shell: "touch {output}"
+rule b:
+    input: "bare/{c}/{p}/{s}/a.txt"
+    output: "bare/{c}/{p}/{s}/b.txt"
+    shell: "touch {output}"
+rule c:
+    input: "bare/{c}/{p}/{s}/b.txt"
+    output: "bare/{c}/{p}/{s}/c.txt"
+    shell: "touch {output}"
+rule d:
+    input: "bare/{c}/{p}/{s}/c.txt"
+    output: "bare/{c}/{p}/{s}/d.txt"
+    shell: "touch {output}"
+"""
+
+
+def bare_dry_run(n_scans: int, workdir: Path) -> float:
+    """Seconds of the dry run of a bare Snakefile with four chained rules per scan, over the
+    scans of the index-only cohort of ``n_scans`` (drawn first by :func:`measure_jobs`)."""
+    cohort = Path(workdir) / f"index-only-{n_scans}"
+    index = sorted((cohort / "results" / "index").glob("*.tsv"))
+    index = [p for p in index if not p.name.endswith(".series.tsv")]
+    bare = Path(workdir) / f"bare-{n_scans}"
+    bare.mkdir(exist_ok=True)
+    (bare / "Snakefile").write_text(BARE_SNAKEFILE)
+    start = time.perf_counter()
+    run = subprocess.run(
+        [str(SNAKEMAKE), "--cores", "1", "--dry-run", "--quiet", "rules",
+         "--config", f"index={index[0]}"],
+        cwd=bare, capture_output=True, text=True, timeout=1800,
+    )  # fmt: skip
+    seconds = time.perf_counter() - start
+    counts = re.findall(r"^d\s+(\d+)$", run.stdout + run.stderr, re.MULTILINE)
+    if run.returncode != 0 or set(counts) != {str(n_scans)}:
+        raise RuntimeError(f"bare dry run failed ({counts}):\n{run.stderr[-3000:]}")
+    return seconds
+
+
 def measure(n_scans: int, workdir: Path) -> float:
     """Seconds to build (dry-run) the workflow DAG of an index-only cohort of ``n_scans`` scans
     drawn under ``workdir`` (see :func:`measure_jobs`)."""
@@ -71,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scans", type=int, nargs="+", default=[465, 10000])
     parser.add_argument("--workdir", type=Path, default=None, help="default: a temporary folder")
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
+    parser.add_argument("--bare", action="store_true", help="also time the bare Snakefile")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="dag-scale-") as tmp:
         workdir = args.workdir or Path(tmp)
@@ -79,6 +128,10 @@ def main(argv: list[str] | None = None) -> int:
             seconds, jobs = measure_jobs(n, workdir)
             results.append({"scans": n, "jobs": jobs, "dry_run_s": round(seconds, 2)})
             print(f"{n:>6} scans: DAG of {jobs} jobs built in {seconds:.1f} s")
+            if args.bare:
+                bare = bare_dry_run(n, workdir)
+                results[-1]["bare_dry_run_s"] = round(bare, 2)
+                print(f"{n:>6} scans: bare Snakefile, 4 rules per scan: {bare:.1f} s")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
     return 0 if all(r["dry_run_s"] < LIMIT_S for r in results) else 1
