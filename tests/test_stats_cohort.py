@@ -4,6 +4,7 @@ script, and on a tiny cohort with missing CT scores."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -58,7 +59,11 @@ def test_full_cohort_pipeline(tmp_path: Path) -> None:
         tables / "scans.tsv", sep="\t", index=False
     )
     out = tmp_path / "report.html"
-    write_report(out, stats_dir, tables, figures, [figures / "figure2.png"], defaults())
+    first = scans.iloc[0]  # a QC picture where the workflow puts it: scans/CENTER/PATIENT/SCAN
+    qc = tmp_path / "scans" / first["center"] / first["patient_id"] / str(first["scan_id"])
+    qc.mkdir(parents=True)
+    shutil.copy(figures / "figure2.png", qc / "qc.png")
+    write_report(out, stats_dir, tables, figures, [qc / "qc.png"], defaults())
     html = out.read_text()
     assert html.count("data:image/png;base64,") == 2  # figures
     assert html.count("data:image/jpeg;base64,") == 1  # QC thumbnail
