@@ -22,14 +22,13 @@ from PIL import Image
 from serialct.reference import reference_path
 from serialct.shipped import locate
 from serialct.stats.describe import format_p
-from serialct.timeline import patients_section, qc_by_scan
+from serialct.timeline import QC_OK, patients_section, qc_by_scan
 
 log = logging.getLogger("serialct")
 
 MAX_QC = 60  # QC thumbnails shown; the rest are counted in a note
 QC_THUMB_WIDTH = 600  # px; QC overlays are embedded as downscaled JPEG thumbnails
 JPEG_QUALITY = 80
-QC_OK = "ok"
 TABLE_TITLES = {
     1: "Table 1. Basic characteristics and clinical outcomes",
     2: "Table 2. Deep learning-based quantification (all scans)",

@@ -224,21 +224,16 @@ def export_dicom(
     config: dict[str, Any],
 ) -> None:  # fmt: skip
     """The scan's DICOM-SEG (lungs, lobes, lesions on its source series) and TID 1500 SR."""
-    import pydicom
-
     from serialct.dicom import seg, sr
+    from serialct.dicom.headers import read_dataset
     from serialct.provenance import software
 
     scan = read_json(manifest, "scan manifest")
     sources = []
     for path in scan["files"]:
-        try:
-            ds = pydicom.dcmread(path, stop_before_pixels=True)
-        except pydicom.errors.InvalidDicomError:
-            log.warning("%s: not a DICOM file, left out of the SEG's sources", path)
-            continue
-        if "Rows" in ds:  # (convert skipped the same files)
-            sources.append(ds)
+        found = read_dataset(path)  # (convert skips the same files: not DICOM, or no image)
+        if found is not None and found[0]["Rows"]:
+            sources.append(found[1])
     if not sources:
         raise InputError(f"{scan['files'][0]}: no readable DICOM image to reference from a SEG")
     paths = {n: Path(scan_dir) / f"{n}.nii.gz" for n in ("lung", "lobes", "lesion")}

@@ -35,6 +35,7 @@ from serialct.constants import (
     LUNG_LEFT,
     LUNG_RIGHT,
 )
+from serialct.dicom import multiframe
 from serialct.errors import InputError
 
 ANATOMY: Final = codes.SCT.AnatomicalStructure
@@ -103,24 +104,22 @@ class Frame:
     shape: tuple[int, int]  # (rows, columns)
 
 
-def _plane(groups: Dataset | None, ds: Dataset, keyword: str, macro: str) -> list[float]:
-    """A plane attribute of a frame: its functional group, the shared one, or the top level."""
-    for holder in (groups, ds.get("SharedFunctionalGroupsSequence", [None])[0]):
-        if holder is not None and macro in holder and keyword in holder[macro][0]:
-            return [float(v) for v in holder[macro][0][keyword]]
-    if keyword not in ds:
-        raise InputError(f"{ds.filename}: no {keyword}; the scan cannot be exported as DICOM-SEG")
-    return [float(v) for v in ds[keyword].value]
-
-
 def frames_of(ds: Dataset) -> list[Frame]:
-    """Geometry of every frame of one source image (single- or multi-frame)."""
-    per_frame = ds.get("PerFrameFunctionalGroupsSequence") or [None]
+    """Geometry of every frame of one source image (single- or multi-frame: the per-frame or
+    shared functional groups, :func:`serialct.dicom.multiframe.frame_tags`)."""
+    per_frame = multiframe.frame_tags(ds) or [
+        {tag: multiframe.tag_text(ds.get(tag)) for tag in multiframe.GEOMETRY_TAGS}
+    ]
     found = []
-    for groups in per_frame:
-        position = _plane(groups, ds, "ImagePositionPatient", "PlanePositionSequence")
-        orientation = _plane(groups, ds, "ImageOrientationPatient", "PlaneOrientationSequence")
-        spacing = _plane(groups, ds, "PixelSpacing", "PixelMeasuresSequence")
+    for tags in per_frame:
+        missing = [tag for tag in multiframe.GEOMETRY_TAGS if not tags[tag]]
+        if missing:
+            raise InputError(
+                f"{ds.filename}: no {missing[0]}; the scan cannot be exported as DICOM-SEG"
+            )
+        position, orientation, spacing = (
+            [float(v) for v in tags[tag].split("\\")] for tag in multiframe.GEOMETRY_TAGS
+        )
         found.append(
             Frame(
                 np.asarray(position, float),
