@@ -133,7 +133,10 @@ def main(argv: list[str] | None = None) -> int:
                 results[-1]["bare_dry_run_s"] = round(bare, 2)
                 print(f"{n:>6} scans: bare Snakefile, 4 rules per scan: {bare:.1f} s")
     if args.json:
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
+        saved = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                 "command": " ".join(["benchmarks/dag_scale.py", *(argv or sys.argv[1:])]),
+                 "results": results}  # fmt: skip
+        args.json.write_text(json.dumps(saved, indent=2) + "\n")
     return 0 if all(r["dry_run_s"] < LIMIT_S for r in results) else 1
 
 

@@ -482,6 +482,46 @@ def gpu_section(results_dir: Path = HERE / "results") -> str:
     return "\n".join(text)
 
 
+def scale_section(results_dir: Path = HERE / "results") -> str:
+    """Issue 21's saved measurements: the lesion step per scan in a 50-scan group, each job its
+    own process against the warm worker (benchmarks/lesion_worker.py), and the dry-run DAG
+    against a bare Snakefile (benchmarks/dag_scale.py --bare). Their own runs, not this one."""
+    text = []
+    worker = results_dir / "lesion_worker.json"
+    if worker.is_file():
+        w = json.loads(worker.read_text())
+        text += [
+            f"`{worker.relative_to(ROOT)}` ({w.get('date', '')}; "
+            f"`{w.get('command', 'benchmarks/lesion_worker.py')}`): the workflow's lesion script "
+            f"on {w['scans']} phantom scans of {'x'.join(map(str, w['shape']))} voxels, one "
+            "Snakemake process, jobs in series (as in one SLURM group job), 2 threads each.",
+            "",
+            "| lesion jobs | wall s per scan | CPU s per scan |",
+            "|---|---|---|",
+            *(f"| {name} | {w[key]['wall_s_per_scan']:.2f} | {w[key]['cpu_s_per_scan']:.2f} |"
+              for key, name in (("per_process", "each in its own process (before)"),
+                                ("worker", "one warm worker (after)"))),
+            "",
+        ]  # fmt: skip
+    dag = results_dir / "dag_scale.json"
+    if dag.is_file():
+        d = json.loads(dag.read_text())
+        ratio = [r["dry_run_s"] / r["bare_dry_run_s"] if r.get("bare_dry_run_s") else float("nan")
+                 for r in d["results"]]  # fmt: skip
+        text += [
+            f"`{dag.relative_to(ROOT)}` ({d.get('date', '')}; `{d.get('command', '')}`): "
+            "dry run of the workflow against a bare Snakefile of four chained trivial rules per "
+            "scan over the same scans, in the same run.",
+            "",
+            "| scans | jobs | workflow dry run (s) | bare Snakefile (s) | ratio |",
+            "|---|---|---|---|---|",
+            *(f"| {r['scans']} | {r['jobs']} | {r['dry_run_s']:.1f} | "
+              f"{r.get('bare_dry_run_s', float('nan')):.1f} | {q:.2f} |"
+              for r, q in zip(d["results"], ratio, strict=True)),
+        ]  # fmt: skip
+    return "\n".join(text) or "No saved lesion-worker or DAG-scale result."
+
+
 def profile_missed(bench: Bench, goals: list[dict[str, Any]], group: str) -> None:
     """``--profile auto``: one profiled rerun of the stages behind each missed goal."""
     for goal in goals:
@@ -572,6 +612,7 @@ def measure_all(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     result["total_s"] = round(time.perf_counter() - started, 1)
     result["sections"] = {
         "GPU inference script": gpu_section(),
+        "Lesion worker and DAG scale (issue 21)": scale_section(),
         "Run": f"This run took {result['total_s']:.0f} s in all.",
     }
     return result
@@ -582,6 +623,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.from_json:
         result = json.loads(args.from_json.read_text())
         result["goals"] = br.evaluate_goals(result)
+        result.setdefault("sections", {})["Lesion worker and DAG scale (issue 21)"] = (
+            scale_section()
+        )  # saved outputs of their own scripts: the newest, not the ones of the JSON's run
     else:
         workdir = args.workdir or Path(tempfile.mkdtemp(prefix="serialct-bench-"))
         workdir.mkdir(parents=True, exist_ok=True)

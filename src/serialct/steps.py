@@ -8,7 +8,8 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -156,20 +157,27 @@ def segment_masks(
 
 def segment_lesions(
     ct_path: Path, lung_path: Path, model: Path, out: Path, config: dict[str, Any],
-    threads: int | None = None,
+    threads: int | None = None, net_lock: AbstractContextManager[Any] | None = None,
+    keep: Callable[[], bool] = lambda: True,
 ) -> None:  # fmt: skip
-    """Lesion labels of one scan; on CPU inference uses ``threads`` (the job's allocation)."""
+    """Lesion labels of one scan; on CPU inference uses ``threads`` (the job's allocation).
+
+    A warm worker serving several scans (serialct.lesion.worker) passes ``net_lock``, held
+    while the network runs only (the scan is read and written outside it), and ``keep``,
+    asked before writing (False: the job that asked has gone, nothing is written)."""
     import torch
 
     from serialct.lesion.infer import segment_lesions as infer
 
-    if threads:
-        torch.set_num_threads(int(threads))
     ct, lung = read_image(ct_path), read_image(lung_path)
     check_same_grid(ct, Path(ct_path), lung, Path(lung_path))
-    with _Timer("lesion segmentation"):
-        lesion = infer(ct, lung, Path(model), config)
-    _write_image(lesion, out)
+    with net_lock or nullcontext():
+        if threads:
+            torch.set_num_threads(int(threads))
+        with _Timer("lesion segmentation"):
+            lesion = infer(ct, lung, Path(model), config)
+    if keep():
+        _write_image(lesion, out)
 
 
 def quantify_scan(

@@ -1,0 +1,116 @@
+"""The warm lesion worker (serialct.lesion.worker): the same labels as in-process inference, one
+process for many scans, bad inputs back as InputError, gone with its Snakemake process."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from serialct import steps
+from serialct.config import defaults
+from serialct.errors import InputError
+from serialct.lesion import worker
+from serialct.phantom import draw_phantom
+
+MODEL = Path(__file__).resolve().parents[1] / "resources" / "models" / "covid_lesion_net.pt"
+
+
+def _scan(folder: Path, seed: int) -> tuple[Path, Path]:
+    p = draw_phantom(np.random.default_rng(seed), shape=(24, 96, 96), lesion_percent=8.0)
+    ct = sitk.GetImageFromArray(p.hu)
+    ct.SetSpacing([float(s) for s in p.spacing[::-1]])
+    lung = sitk.GetImageFromArray(p.lung.astype(np.uint8))
+    lung.CopyInformation(ct)
+    folder.mkdir(parents=True)
+    sitk.WriteImage(ct, str(folder / "ct.nii.gz"))
+    sitk.WriteImage(lung, str(folder / "lung.nii.gz"))
+    return folder / "ct.nii.gz", folder / "lung.nii.gz"
+
+
+def _config() -> dict:
+    config = defaults()
+    config["device"] = "cpu"
+    return config
+
+
+@pytest.fixture
+def owner():
+    """A stand-in for the Snakemake process the worker serves; stopped by pid at the end."""
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    yield proc.pid
+    proc.kill()
+    proc.wait()
+
+
+def _wait_gone(path: Path, seconds: float = 10.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while path.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return not path.exists()
+
+
+def _request(ct: Path, lung: Path, out: Path) -> dict:
+    return {"ct": str(ct), "lung": str(lung), "model": str(MODEL), "out": str(out),
+            "config": _config(), "threads": 1}  # fmt: skip
+
+
+def test_worker_serves_many_scans_with_in_process_labels(
+    tmp_path: Path, owner: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SERIALCT_WORKER_LOG", "1")  # the worker keeps its log for the check
+    scans = [_scan(tmp_path / f"s{i}", seed=i) for i in range(3)]
+    path = worker.socket_path(owner, MODEL, "cpu")
+    for i, (ct, lung) in enumerate(scans):
+        with worker._connect(path, owner) as conn:
+            assert worker._ask(conn, _request(ct, lung, tmp_path / f"s{i}" / "warm.nii.gz"))
+    for i, (ct, lung) in enumerate(scans):
+        cold = tmp_path / f"s{i}" / "cold.nii.gz"
+        steps.segment_lesions(ct, lung, MODEL, cold, _config(), threads=1)
+        warm = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / f"s{i}" / "warm.nii.gz")))
+        assert np.array_equal(warm, sitk.GetArrayFromImage(sitk.ReadImage(str(cold))))
+        assert np.count_nonzero(warm) > 0
+    # one process served all three, and it goes when its Snakemake process goes
+    subprocess.run(["kill", str(owner)], check=True)
+    assert _wait_gone(path)
+    assert "lesion worker exits: 3 scans" in path.with_suffix(".log").read_text()
+    path.with_suffix(".log").unlink()
+
+
+def test_bad_input_comes_back_as_input_error(tmp_path: Path, owner: int) -> None:
+    ct, _ = _scan(tmp_path / "a", seed=1)
+    _, other_lung = _scan(tmp_path / "b", seed=2)
+    small = sitk.ReadImage(str(other_lung))[:, :, :10]
+    sitk.WriteImage(small, str(tmp_path / "b" / "lung.nii.gz"))
+    path = worker.socket_path(owner, MODEL, "cpu")
+    with worker._connect(path, owner) as conn, pytest.raises(InputError, match="lung.nii.gz"):
+        worker._ask(conn, _request(ct, tmp_path / "b" / "lung.nii.gz", tmp_path / "out.nii.gz"))
+    assert not (tmp_path / "out.nii.gz").exists()
+
+
+def test_snakemake_owner_is_found_above_the_shell(tmp_path: Path) -> None:
+    """Snakemake runs a script job as snakemake -> shell -> python; the owner is snakemake."""
+    fake = tmp_path / "snakemake"
+    fake.write_text(
+        "import subprocess, sys\n"
+        "code = 'from serialct.lesion.worker import snakemake_owner; print(snakemake_owner())'\n"
+        "inner = f'{sys.executable} -c \"{code}\"'\n"
+        "subprocess.run(['bash', '-c', inner + '; true'], check=True)\n"
+    )
+    run = subprocess.Popen([sys.executable, str(fake)], stdout=subprocess.PIPE, text=True)
+    out, _ = run.communicate(timeout=60)
+    assert out.strip() == str(run.pid)
+    assert worker.snakemake_owner() is None  # pytest has no Snakemake above it
+
+
+def test_without_snakemake_the_scan_runs_in_this_process(tmp_path: Path) -> None:
+    ct, lung = _scan(tmp_path / "a", seed=3)
+    before = set(Path(worker.tempfile.gettempdir()).glob("serialct-*/*.sock"))
+    worker.segment_lesions(ct, lung, MODEL, tmp_path / "lesion.nii.gz", _config(), 1)
+    assert (tmp_path / "lesion.nii.gz").is_file()
+    assert set(Path(worker.tempfile.gettempdir()).glob("serialct-*/*.sock")) == before
