@@ -4,7 +4,8 @@
 #   2. draw a tiny synthetic cohort (2 patients) and run it with --profile profiles/slurm,
 #      the lesion rule asking SLURM for a (fake) GPU while inference stays on the CPU
 #   3. a run whose caps exceed the node stops before submitting, naming the setting
-#   4. sacct: every job went through sbatch, none failed, the lesion job holds gres/gpu
+#   4. sacct: every job went through sbatch, none failed, the lesion job holds gres/gpu;
+#      its lesion jobs were served by one warm worker (serialct.lesion.worker)
 #   5. the same cohort run locally: tables/scans.tsv must be equal
 #   6. stop the daemons by pid (trap), whatever happened
 # Every cluster call is wrapped in `timeout -k`: a job pending forever fails CI, never hangs it.
@@ -120,6 +121,19 @@ if any("gres/gpu" in row[2] + row[3] for row in others):
     sys.exit(f"ci: a GPU went to a job without rule lesion: {others}")
 print(f"ci: {len(rows)} SLURM jobs, all COMPLETED: " + ", ".join(sorted(set(rules.values()))))
 print(f"ci: {len(lesion)} job(s) with rule lesion, each holding gres/gpu")
+PY
+
+# the packed lesion job's scans went to one warm worker (serialct.lesion.worker), started once
+"$PYTHON" - "$WORK/slurm/results/logs/lesion" <<'PY'
+import sys
+from pathlib import Path
+
+logs = sorted(Path(sys.argv[1]).rglob("*.log"))
+served = [p for p in logs if "worker: lesion segmentation took" in p.read_text()]
+starts = sum(p.read_text().count("started lesion worker") for p in logs)
+if not logs or len(served) != len(logs) or starts != 1:
+    sys.exit(f"ci: {len(served)} of {len(logs)} lesion jobs served by a worker, {starts} started")
+print(f"ci: the {len(logs)} lesion jobs of the packed SLURM job were served by one worker")
 PY
 
 echo "== local run of the same cohort"

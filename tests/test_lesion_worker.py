@@ -3,6 +3,7 @@ process for many scans, bad inputs back as InputError, gone with its Snakemake p
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 import time
@@ -108,9 +109,14 @@ def test_snakemake_owner_is_found_above_the_shell(tmp_path: Path) -> None:
     assert worker.snakemake_owner() is None  # pytest has no Snakemake above it
 
 
-def test_without_snakemake_the_scan_runs_in_this_process(tmp_path: Path) -> None:
+def test_without_snakemake_the_scan_runs_in_this_process(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
     ct, lung = _scan(tmp_path / "a", seed=3)
-    before = set(Path(worker.tempfile.gettempdir()).glob("serialct-*/*.sock"))
-    worker.segment_lesions(ct, lung, MODEL, tmp_path / "lesion.nii.gz", _config(), 1)
+    monkeypatch.setattr(logging.getLogger("serialct"), "propagate", True)  # (setup() stops it)
+    with caplog.at_level("INFO", logger="serialct"):
+        worker.segment_lesions(ct, lung, MODEL, tmp_path / "lesion.nii.gz", _config(), 1)
     assert (tmp_path / "lesion.nii.gz").is_file()
-    assert set(Path(worker.tempfile.gettempdir()).glob("serialct-*/*.sock")) == before
+    said = [r.getMessage() for r in caplog.records]
+    assert any("lesion segmentation took" in m for m in said)
+    assert not any("worker" in m for m in said)  # neither started nor asked
