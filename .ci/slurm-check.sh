@@ -123,16 +123,17 @@ print(f"ci: {len(rows)} SLURM jobs, all COMPLETED: " + ", ".join(sorted(set(rule
 print(f"ci: {len(lesion)} job(s) with rule lesion, each holding gres/gpu")
 PY
 
-# the packed lesion job's scans went to one warm worker (serialct.lesion.worker), started once
+# the packed lesion job's scans (one srun step each) went to one warm worker, the job's own
 "$PYTHON" - "$WORK/slurm/results/logs/lesion" <<'PY'
+import re
 import sys
 from pathlib import Path
 
 logs = sorted(Path(sys.argv[1]).rglob("*.log"))
 served = [p for p in logs if "worker: lesion segmentation took" in p.read_text()]
-starts = sum(p.read_text().count("started lesion worker") for p in logs)
-if not logs or len(served) != len(logs) or starts != 1:
-    sys.exit(f"ci: {len(served)} of {len(logs)} lesion jobs served by a worker, {starts} started")
+pids = {m for p in logs for m in re.findall(r"worker: lesion worker pid (\d+)", p.read_text())}
+if not logs or len(served) != len(logs) or len(pids) != 1:
+    sys.exit(f"ci: {len(served)} of {len(logs)} lesion jobs served by a worker, pids {pids}")
 print(f"ci: the {len(logs)} lesion jobs of the packed SLURM job were served by one worker")
 PY
 

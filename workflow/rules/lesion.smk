@@ -1,6 +1,13 @@
 # COVID-Lesion Net inference per scan; the weights are an input file, never a download.
 
+import sys
+
+from serialct.lesion.worker import start_for_slurm_job
 from serialct.shipped import locate
+
+# A packed SLURM job runs each lesion job in an srun step of its own: its lesion worker starts
+# here, in the job's own Snakemake, before any step (serialct.lesion.worker).
+start_for_slurm_job(locate(config["model"]), config, sys.argv)
 
 
 rule lesion:

@@ -11,6 +11,11 @@ Jobs, outputs and incremental reruns stay per scan; only the process is shared.
 - Scope: one worker per host, Snakemake process, model file and device. It exits within
   ``OWNER_POLL_S`` of that Snakemake process and after ``IDLE_S`` without work, so it never
   outlives the run nor serves a scan with code other than the run's own.
+- SLURM: a packed job's Snakemake (the job's batch step) runs each member in an ``srun`` step
+  with a Snakemake of its own (snakemake-executor-plugin-slurm-jobstep), and a worker started
+  inside a step would end with it. So that Snakemake starts the job's worker while it reads the
+  workflow, before any step (``start_for_slurm_job``, called from workflow/rules/lesion.smk),
+  and lesion jobs in a step use that worker or, if there is none, run in their own process.
 - Prefetch: a request's scan is read, and its output written, in the request's own thread;
   only inference runs under one lock, so the next scan is read while the current one runs.
 - Same numbers: the worker calls the in-process code (``steps.segment_lesions``) with the
@@ -31,6 +36,7 @@ import argparse
 import contextlib
 import fcntl
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -96,7 +102,7 @@ def _alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
-def socket_path(owner: int, model: Path, device: str) -> Path:
+def socket_path(owner: int | str, model: Path, device: str) -> Path:
     """The worker's Unix socket: a private folder of this user under the temp dir, named by
     host, owner, model file and device (short: sockets have a 107-byte path limit)."""
     folder = Path(tempfile.gettempdir()) / f"serialct-{os.getuid()}"
@@ -133,10 +139,13 @@ def segment_lesions(
     worker cannot be reached."""
     request = {"ct": str(ct), "lung": str(lung), "model": str(model), "out": str(out),
                "config": config, "threads": int(threads)}  # fmt: skip
-    owner = snakemake_owner() if config["lesion"].get("worker", True) else None
-    if owner is not None:
-        try:
-            with _connect(socket_path(owner, Path(model), config["device"]), owner) as conn:
+    job = os.environ.get("SLURM_JOB_ID")
+    in_step = job is not None and "SLURM_STEP_ID" in os.environ
+    owner = None if in_step else snakemake_owner()
+    if config["lesion"].get("worker", True) and (in_step or owner is not None):
+        path = socket_path(f"slurm-{job}" if in_step else owner, Path(model), config["device"])
+        try:  # in a SLURM step: the job's worker, never one of its own (it would end with it)
+            with _open(path) if in_step else _connect(path, owner) as conn:  # type: ignore[arg-type]
                 if _ask(conn, request):
                     return
         except OSError as exc:
@@ -144,6 +153,26 @@ def segment_lesions(
     from serialct import steps
 
     steps.segment_lesions(ct, lung, model, out, config, threads=threads)
+
+
+def start_for_slurm_job(model: Path, config: dict[str, Any], argv: list[str]) -> None:
+    """In the batch step of a SLURM job whose targets (``argv``'s ``--target-jobs``) include
+    lesion jobs: start the job's worker, serving this Snakemake process, and wait until it
+    listens. Anywhere else (no SLURM job, inside a step, other targets): nothing."""
+    job = os.environ.get("SLURM_JOB_ID")
+    if not job or "SLURM_STEP_ID" in os.environ or not config["lesion"].get("worker", True):
+        return
+    if "--target-jobs" not in argv:
+        return
+    targets = itertools.takewhile(
+        lambda a: not a.startswith("-"), argv[argv.index("--target-jobs") + 1 :]
+    )
+    if not any(t.split(":", 1)[0] == "lesion" for t in targets):
+        return
+    try:
+        _connect(socket_path(f"slurm-{job}", Path(model), config["device"]), os.getpid()).close()
+    except OSError as exc:
+        log.warning("lesion worker not started (%s): lesion jobs run in their own process", exc)
 
 
 def _connect(path: Path, owner: int) -> socket.socket:
@@ -267,6 +296,7 @@ class Worker:
         log.addHandler(handler)
         try:
             request = next(_lines(conn))
+            log.info("lesion worker pid %d (for Snakemake pid %d)", os.getpid(), self.owner)
             steps.segment_lesions(
                 Path(request["ct"]), Path(request["lung"]), Path(request["model"]),
                 Path(request["out"]), request["config"], threads=request["threads"],
