@@ -4,6 +4,7 @@ process for many scans, bad inputs back as InputError, gone with its Snakemake p
 from __future__ import annotations
 
 import logging
+import socket
 import subprocess
 import sys
 import time
@@ -120,3 +121,44 @@ def test_without_snakemake_the_scan_runs_in_this_process(
     said = [r.getMessage() for r in caplog.records]
     assert any("lesion segmentation took" in m for m in said)
     assert not any("worker" in m for m in said)  # neither started nor asked
+
+
+def test_slurm_steps_use_the_worker_their_job_started(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A packed SLURM job's Snakemake starts the worker (batch step); its members, each in an
+    srun step, use it; a step of a job without one runs the scan itself and starts none."""
+    ct, lung = _scan(tmp_path / "a", seed=4)
+    monkeypatch.setattr(logging.getLogger("serialct"), "propagate", True)
+    monkeypatch.setenv("SLURM_JOB_ID", f"test{time.time_ns()}")
+    monkeypatch.delenv("SLURM_STEP_ID", raising=False)
+    worker.start_for_slurm_job(MODEL, _config(), ["snakemake", "--target-jobs", "lung:x=1"])
+    path = worker.socket_path(f"slurm-{worker.os.environ['SLURM_JOB_ID']}", MODEL, "cpu")
+    assert not path.exists()  # no lesion job among the targets: no worker
+    argv = ["snakemake", "--target-jobs", "lung:x=1", "lesion:x=1", "--mode", "remote"]
+    worker.start_for_slurm_job(MODEL, _config(), argv)
+    assert path.exists()
+    monkeypatch.setenv("SLURM_STEP_ID", "0")
+    with caplog.at_level("INFO", logger="serialct"):
+        worker.segment_lesions(ct, lung, MODEL, tmp_path / "warm.nii.gz", _config(), 1)
+    pids = {int(m.split()[4]) for m in caplog.messages if m.startswith("worker: lesion worker pid")}
+    assert len(pids) == 1 and (tmp_path / "warm.nii.gz").is_file()
+    caplog.clear()
+    monkeypatch.setenv("SLURM_JOB_ID", "another-job")
+    with caplog.at_level("INFO", logger="serialct"):
+        worker.segment_lesions(ct, lung, MODEL, tmp_path / "cold.nii.gz", _config(), 1)
+    assert any("lesion worker not available" in m for m in caplog.messages)
+    assert not worker.socket_path("slurm-another-job", MODEL, "cpu").exists()
+    subprocess.run(["kill", str(pids.pop())], check=True)  # its owner is this test process
+    assert _wait_gone(path)
+
+
+def test_a_file_system_error_stays_an_oserror() -> None:
+    """An OSError in the worker fails the job as one (serialct.scan_failure: not the scan's bad
+    input), not as an InputError."""
+    message = worker._failure(PermissionError(13, "Permission denied", "/data/ct.nii.gz"))
+    job, served = socket.socketpair()
+    with job, served:
+        worker._send(served, message)
+        with pytest.raises(PermissionError, match="/data/ct.nii.gz"):
+            worker._ask(job, {})

@@ -163,8 +163,8 @@ def segment_lesions(
     """Lesion labels of one scan; on CPU inference uses ``threads`` (the job's allocation).
 
     A warm worker serving several scans (serialct.lesion.worker) passes ``net_lock``, held
-    while the network runs only (the scan is read and written outside it), and ``keep``,
-    asked before writing (False: the job that asked has gone, nothing is written)."""
+    while the scan is segmented (it is read and written outside it), and ``keep``, asked
+    before segmenting and before writing (False: the job that asked has gone)."""
     import torch
 
     from serialct.lesion.infer import segment_lesions as infer
@@ -172,6 +172,8 @@ def segment_lesions(
     ct, lung = read_image(ct_path), read_image(lung_path)
     check_same_grid(ct, Path(ct_path), lung, Path(lung_path))
     with net_lock or nullcontext():
+        if not keep():
+            return
         if threads:
             torch.set_num_threads(int(threads))
         with _Timer("lesion segmentation"):

@@ -3,9 +3,9 @@
 Each workflow ``lesion`` job is a process of its own (``script:``, so that the rule keeps its
 pinned conda env). Started cold, each would pay the interpreter, the torch import, the model
 load and, on a GPU node, CUDA initialisation: seconds, against a fraction of a second of GPU
-work per scan, and a SLURM group of 50 lesion jobs would pay it 50 times. So a lesion job hands
-its scan to a *worker*: a process that imports torch and loads the model once and then serves
-every lesion job of the same Snakemake process (a laptop run, or one SLURM group job) in turn.
+work per scan, and a packed SLURM job of 50 lesion jobs would pay it 50 times. So a lesion job
+hands its scan to a *worker*: a process that imports torch and loads the model once and then
+serves every lesion job of the same Snakemake process (a laptop run, or one packed SLURM job).
 Jobs, outputs and incremental reruns stay per scan; only the process is shared.
 
 - Scope: one worker per host, Snakemake process, model file and device. It exits within
@@ -16,14 +16,16 @@ Jobs, outputs and incremental reruns stay per scan; only the process is shared.
   inside a step would end with it. So that Snakemake starts the job's worker while it reads the
   workflow, before any step (``start_for_slurm_job``, called from workflow/rules/lesion.smk),
   and lesion jobs in a step use that worker or, if there is none, run in their own process.
-- Prefetch: a request's scan is read, and its output written, in the request's own thread;
-  only inference runs under one lock, so the next scan is read while the current one runs.
+- Prefetch: a request's scan is read, and its output written, in the request's own thread. On
+  a GPU inference runs one scan at a time (a lock), so the next scan is read while the current
+  one runs; on the CPU requests run side by side, each with its job's threads, as the jobs would.
 - Same numbers: the worker calls the in-process code (``steps.segment_lesions``) with the
   job's threads; ``tests/test_lesion_worker.py`` compares the outputs voxel for voxel.
 - Failures: a bad input comes back as the same one-line ``InputError`` (the scan-failure path
   of ``serialct.scan_failure`` is unchanged), anything else fails the job with the worker's
-  message. A worker that cannot be started or reached, or dies mid-scan, leaves the job to run
-  in-process (logged). A job that goes away mid-scan (killed, timed out) gets nothing written.
+  message and traceback; a file-system error stays an OSError. A worker that cannot be started
+  or reached, or dies mid-scan, leaves the job to run in-process (logged). A job that goes away
+  (killed, timed out) before its scan runs or is written gets nothing run or written.
 
 ``lesion.worker: false`` in the config runs every scan in its job's own process. The worker's
 own log (``<socket>.log``) is removed when its Snakemake process has gone, unless the
@@ -41,7 +43,7 @@ import json
 import logging
 import os
 import resource
-import select
+import signal
 import socket
 import subprocess
 import sys
@@ -62,6 +64,7 @@ OWNER_POLL_S: Final = 1.0  # how often the worker checks that its Snakemake proc
 START_TIMEOUT_S: Final = 120.0  # a worker not listening by then (torch import, CUDA) is given up
 KEEP_LOG: Final = bool(os.environ.get("SERIALCT_WORKER_LOG"))  # keep the worker's own log
 MAX_ANCESTORS: Final = 16  # /proc parents walked to find the Snakemake process
+MAX_SOCKET_PATH: Final = 107  # bytes (sockaddr_un.sun_path on Linux, less its final NUL)
 
 
 def snakemake_owner(pid: int | None = None) -> int | None:
@@ -109,7 +112,10 @@ def socket_path(owner: int | str, model: Path, device: str) -> Path:
     folder.mkdir(mode=0o700, exist_ok=True)
     stat = Path(model).stat()
     key = f"{socket.gethostname()}|{owner}|{Path(model).resolve()}|{stat.st_mtime_ns}|{device}"
-    return folder / f"lesion-{hashlib.sha1(key.encode()).hexdigest()[:16]}.sock"
+    path = folder / f"lesion-{hashlib.sha1(key.encode()).hexdigest()[:16]}.sock"
+    if len(os.fsencode(path)) > MAX_SOCKET_PATH:
+        raise OSError(f"{path}: longer than a Unix socket path may be (set TMPDIR shorter)")
+    return path
 
 
 def _send(conn: socket.socket, message: dict[str, Any]) -> None:
@@ -137,14 +143,16 @@ def segment_lesions(
     """``steps.segment_lesions`` in this run's warm worker (started if there is none), or in
     this process when ``lesion.worker`` is off, no Snakemake process is above this one, or the
     worker cannot be reached."""
-    request = {"ct": str(ct), "lung": str(lung), "model": str(model), "out": str(out),
+    request = {"ct": str(Path(ct).resolve()), "lung": str(Path(lung).resolve()),
+               "model": str(Path(model).resolve()), "out": str(Path(out).resolve()),
                "config": config, "threads": int(threads)}  # fmt: skip
     job = os.environ.get("SLURM_JOB_ID")
     in_step = job is not None and "SLURM_STEP_ID" in os.environ
     owner = None if in_step else snakemake_owner()
     if config["lesion"].get("worker", True) and (in_step or owner is not None):
-        path = socket_path(f"slurm-{job}" if in_step else owner, Path(model), config["device"])
+        key = f"slurm-{job}" if in_step else owner
         try:  # in a SLURM step: the job's worker, never one of its own (it would end with it)
+            path = socket_path(key, Path(model), config["device"])  # type: ignore[arg-type]
             with _open(path) if in_step else _connect(path, owner) as conn:  # type: ignore[arg-type]
                 if _ask(conn, request):
                     return
@@ -220,6 +228,8 @@ def _ask(conn: socket.socket, request: dict[str, Any]) -> bool:
             log.log(message["level"], "worker: %s", message["log"])
         elif message.get("ok"):
             return True
+        elif "errno" in message:
+            raise OSError(message["errno"], message["strerror"], message["filename"])
         elif message.get("exit") == EXIT_INPUT:
             raise InputError(message["error"])
         else:
@@ -231,53 +241,75 @@ def _ask(conn: socket.socket, request: dict[str, Any]) -> bool:
 # --- the worker's side ---------------------------------------------------------------------
 
 
-class _ToClient(logging.Handler):
-    """Log records of one request's thread, sent to that request's job."""
+class _ToClients(logging.Handler):
+    """Each request thread's log records, sent to the job that made the request (one handler
+    for all threads: adding and removing handlers while others log can drop records)."""
 
-    def __init__(self, conn: socket.socket) -> None:
+    def __init__(self) -> None:
         super().__init__(logging.INFO)
-        self.conn, self.thread = conn, threading.get_ident()
+        self.conns: dict[int, socket.socket] = {}
 
     def emit(self, record: logging.LogRecord) -> None:
-        if record.thread == self.thread:
+        conn = self.conns.get(record.thread or 0)
+        if conn is not None:
             with contextlib.suppress(OSError):
-                _send(self.conn, {"log": record.getMessage(), "level": record.levelno})
+                _send(conn, {"log": record.getMessage(), "level": record.levelno})
 
 
 def _client_gone(conn: socket.socket) -> bool:
-    readable, _, _ = select.select([conn], [], [], 0)
-    return bool(readable) and not conn.recv(1, socket.MSG_PEEK)
+    try:
+        return not conn.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except BlockingIOError:  # nothing sent, still connected
+        return False
+    except OSError:
+        return True
+
+
+def _failure(exc: Exception) -> dict[str, Any]:
+    """What the job needs to fail as it would have in-process: a file-system error stays an
+    OSError (it fails the job: serialct.scan_failure), the rest is message + exit status."""
+    failure = describe(exc)
+    message: dict[str, Any] = {"error": failure.message, "exit": failure.exit_code}
+    if isinstance(exc, OSError) and exc.errno is not None:
+        message.update(errno=exc.errno, strerror=exc.strerror, filename=exc.filename)
+    return message
 
 
 class Worker:
     def __init__(self, path: Path, owner: int) -> None:
         self.path, self.owner = path, owner
-        self.net_lock = threading.Lock()
+        # one network at a time on a GPU; on the CPU the jobs' own threads, side by side
+        self.net_lock: threading.Lock | None = None
         self.busy, self.served, self.last = 0, 0, time.monotonic()
         self.state = threading.Lock()
+        self.relay = _ToClients()
+        self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.server.bind(str(path))  # before torch is imported: a bad path fails at once
 
     def serve(self) -> None:
-        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        server.bind(str(self.path))
-        server.listen(64)
-        server.settimeout(OWNER_POLL_S)
+        import torch
+
+        self.net_lock = threading.Lock() if torch.cuda.is_available() else None
+        log.addHandler(self.relay)
+        self.server.listen(64)
+        self.server.settimeout(OWNER_POLL_S)
         log.info("lesion worker pid %d serving %s for Snakemake pid %d",
                  os.getpid(), self.path, self.owner)  # fmt: skip
         try:
             while self._wanted():
                 try:
-                    conn, _ = server.accept()
+                    conn, _ = self.server.accept()
                 except TimeoutError:
                     continue
                 with self.state:
                     self.busy += 1
                 threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
         finally:
-            self.path.unlink(missing_ok=True)
-            server.close()
             cpu = resource.getrusage(resource.RUSAGE_SELF)
             log.info("lesion worker exits: %d scans, CPU %.1f s",
                      self.served, cpu.ru_utime + cpu.ru_stime)  # fmt: skip
+            self.path.unlink(missing_ok=True)
+            self.server.close()
             if not _alive(self.owner):  # nobody can ask for this worker again
                 self.path.with_suffix(".lock").unlink(missing_ok=True)
                 if not KEEP_LOG:
@@ -290,29 +322,34 @@ class Worker:
             return self.busy > 0 or time.monotonic() - self.last < IDLE_S
 
     def _handle(self, conn: socket.socket) -> None:
-        from serialct import steps
-
-        handler = _ToClient(conn)
-        log.addHandler(handler)
+        done = False
         try:
-            request = next(_lines(conn))
+            self.relay.conns[threading.get_ident()] = conn
+            request = next(_lines(conn), None)
+            if request is None:  # a connection that asked nothing (start_for_slurm_job's)
+                return
             log.info("lesion worker pid %d (for Snakemake pid %d)", os.getpid(), self.owner)
+            from serialct import steps
+
             steps.segment_lesions(
                 Path(request["ct"]), Path(request["lung"]), Path(request["model"]),
                 Path(request["out"]), request["config"], threads=request["threads"],
                 net_lock=self.net_lock, keep=lambda: not _client_gone(conn),
             )  # fmt: skip
             _send(conn, {"ok": True})
+            done = True
         except Exception as exc:  # every failure goes back to the job that asked
-            failure = describe(exc)
+            message = _failure(exc)
+            if message["exit"] != EXIT_INPUT:
+                log.exception("lesion worker: %s", message["error"])  # the traceback, relayed
             with contextlib.suppress(OSError):
-                _send(conn, {"error": failure.message, "exit": failure.exit_code})
+                _send(conn, message)
         finally:
-            log.removeHandler(handler)
+            self.relay.conns.pop(threading.get_ident(), None)
             conn.close()
             with self.state:
                 self.busy -= 1
-                self.served += 1
+                self.served += done
                 self.last = time.monotonic()
 
 
@@ -324,9 +361,8 @@ def main(argv: list[str] | None = None) -> int:
     from serialct.logs import setup
 
     setup()
-    import torch  # noqa: F401  imported once here, not per scan
-
-    Worker(args.socket, args.owner).serve()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # (SLURM's end of job): clean up
+    Worker(args.socket, args.owner).serve()  # torch is imported once, there
     return 0
 
 
