@@ -7,6 +7,7 @@ import logging
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -82,6 +83,42 @@ def test_worker_serves_many_scans_with_in_process_labels(
     assert _wait_gone(path)
     assert "lesion worker exits: 3 scans" in path.with_suffix(".log").read_text()
     path.with_suffix(".log").unlink()
+
+
+def test_jobs_side_by_side_get_their_own_labels(
+    tmp_path: Path, owner: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two jobs asking at once (a run with --cores for two): each gets its own scan's labels
+    and log lines."""
+    scans = [_scan(tmp_path / f"s{i}", seed=10 + i) for i in range(2)]
+    path = worker.socket_path(owner, MODEL, "cpu")
+    worker._connect(path, owner).close()  # started before both ask
+    said: dict[int, list[str]] = {}
+
+    def job(i: int) -> None:
+        ct, lung = scans[i]
+        with worker._connect(path, owner) as conn:
+            me, handler = threading.get_ident(), logging.Handler()
+            handler.emit = lambda r: r.thread != me or said.setdefault(i, []).append(r.getMessage())
+            worker.log.addHandler(handler)
+            try:
+                assert worker._ask(conn, _request(ct, lung, tmp_path / f"s{i}" / "warm.nii.gz"))
+            finally:
+                worker.log.removeHandler(handler)
+
+    threads = [threading.Thread(target=job, args=(i,)) for i in range(2)]
+    with caplog.at_level("INFO", logger="serialct"):
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=300)
+    for i, (ct, lung) in enumerate(scans):
+        cold = tmp_path / f"s{i}" / "cold.nii.gz"
+        steps.segment_lesions(ct, lung, MODEL, cold, _config(), threads=1)
+        warm = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / f"s{i}" / "warm.nii.gz")))
+        assert np.array_equal(warm, sitk.GetArrayFromImage(sitk.ReadImage(str(cold))))
+    for i in range(2):  # each job's log has its own scan's lines, once
+        assert sum("worker: lesion segmentation took" in m for m in said[i]) == 1
 
 
 def test_bad_input_comes_back_as_input_error(tmp_path: Path, owner: int) -> None:

@@ -45,6 +45,7 @@ import os
 import resource
 import signal
 import socket
+import stat as stat_module
 import subprocess
 import sys
 import tempfile
@@ -110,6 +111,9 @@ def socket_path(owner: int | str, model: Path, device: str) -> Path:
     host, owner, model file and device (short: sockets have a 107-byte path limit)."""
     folder = Path(tempfile.gettempdir()) / f"serialct-{os.getuid()}"
     folder.mkdir(mode=0o700, exist_ok=True)
+    mine = folder.lstat()  # not a link, this user's, nobody else's: else no worker
+    if not stat_module.S_ISDIR(mine.st_mode) or mine.st_uid != os.getuid() or mine.st_mode & 0o077:
+        raise OSError(f"{folder}: not a private folder of this user")
     stat = Path(model).stat()
     key = f"{socket.gethostname()}|{owner}|{Path(model).resolve()}|{stat.st_mtime_ns}|{device}"
     path = folder / f"lesion-{hashlib.sha1(key.encode()).hexdigest()[:16]}.sock"
@@ -285,6 +289,7 @@ class Worker:
         self.relay = _ToClients()
         self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.server.bind(str(path))  # before torch is imported: a bad path fails at once
+        self.inode = path.stat().st_ino
 
     def serve(self) -> None:
         import torch
@@ -308,7 +313,9 @@ class Worker:
             cpu = resource.getrusage(resource.RUSAGE_SELF)
             log.info("lesion worker exits: %d scans, CPU %.1f s",
                      self.served, cpu.ru_utime + cpu.ru_stime)  # fmt: skip
-            self.path.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                if self.path.stat().st_ino == self.inode:  # (not a later worker's socket)
+                    self.path.unlink()
             self.server.close()
             if not _alive(self.owner):  # nobody can ask for this worker again
                 self.path.with_suffix(".lock").unlink(missing_ok=True)
