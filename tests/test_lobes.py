@@ -55,14 +55,15 @@ def _phantom_image(ph, array: np.ndarray) -> sitk.Image:
 
 
 def test_lobes_match_phantom_truth():
-    """Planes alone (6.7 mm slices: no fissure search) on phantoms whose fissures, carina and
-    bronchi are drawn across the anatomical range (serialct.phantom), not at the textbook
-    heights the planes use: each lobe overlaps its true lobe and the per-lobe lesion percent
-    (our lobes, true lesions) is near the truth. Measured on these seeds: worst lobe Dice 0.81
-    (middle lobe 0.66), per-lobe error up to 12.3 points (a middle lobe), mean 3.0; with
-    fissures at the textbook heights (before issue 17) Dice > 0.94 and errors within 5 points,
-    which only measured the planes against the phantom that shared their constants."""
-    dice, errors = {}, []
+    """Planes alone (6.7 mm slices: no fissure search) on phantoms whose lobes take shares of
+    their lung drawn across and beyond the published range (serialct.phantom), with fissure
+    tilt, carina and bronchi varied too, while the planes assume the published means: each lobe
+    overlaps its true lobe and the per-lobe lesion percent (our lobes, true lesions) is near the
+    truth. Measured on these seeds: worst lobe Dice 0.81 (middle lobe 0.42, on seed 5 whose
+    upper lobe is 12 % of the lungs against the mean's 18 %), mean Dice 0.88, per-lobe error up
+    to 12.8 points, mean 2.5. The planes at textbook heights used before measured worst 0.72
+    (middle 0.27), mean 0.80, errors up to 19.8, mean 5.4 on the same phantoms."""
+    dice, overlaps, errors = {}, [], []
     for seed, percent in ((3, 30.0), (4, 45.0), (5, 20.0), (7, 35.0), (8, 42.0)):
         ph = draw_phantom(np.random.default_rng(seed), (48, 128, 128), percent, 0.4)
         lung = _phantom_image(ph, ph.lung)
@@ -72,11 +73,13 @@ def test_lobes_match_phantom_truth():
             ours, true = lobes == value, ph.lobes == value
             overlap = 2 * np.count_nonzero(ours & true) / (ours.sum() + true.sum())
             dice[name] = min(dice.get(name, 1.0), overlap)
+            overlaps.append(overlap)
             measured = 100 * np.count_nonzero(ph.lesion[ours]) / ours.sum()
             errors.append(abs(measured - truth[name]))
-    print(dice, max(errors), np.mean(errors))
-    assert all(d > (0.6 if name == "rml" else 0.78) for name, d in dice.items()), dice
-    assert max(errors) <= 13.0 and np.mean(errors) <= 3.5
+    print(dice, np.mean(overlaps), max(errors), np.mean(errors))
+    assert all(d > (0.35 if name == "rml" else 0.78) for name, d in dice.items()), dice
+    assert np.mean(overlaps) >= 0.85
+    assert max(errors) <= 13.0 and np.mean(errors) <= 3.0
 
 
 def test_lobes_in_anatomical_order(chest):
@@ -118,18 +121,23 @@ def test_flipped_storage_gives_the_same_lobes(chest):
 
 
 def test_anisotropy_does_not_matter(chest):
-    """The same lung, twice as finely sampled in z, keeps the same lobe shares."""
+    """The same lung, twice as finely sampled in z, keeps the same lobes to within one coarse
+    slice: a level fissure plane takes whole slices (measured: the right middle and upper lobes
+    differ by 7.6 % and 4.2 %, a third of the right lung's largest slice; the others by under
+    0.1 %)."""
     image, lung, lobes = chest
-    fine = sitk.GetImageFromArray(np.repeat(sitk.GetArrayFromImage(lung), 2, axis=0))
+    lung_a = sitk.GetArrayFromImage(lung)
+    fine = sitk.GetImageFromArray(np.repeat(lung_a, 2, axis=0))
     spacing = lung.GetSpacing()
     fine.SetSpacing((spacing[0], spacing[1], spacing[2] / 2))
     fine.SetOrigin(lung.GetOrigin())
     fine_lobes = sitk.GetArrayFromImage(segment_lobes(fine, fine))
     coarse = sitk.GetArrayFromImage(lobes)
-    for value in LOBE_LABELS.values():
-        assert np.count_nonzero(fine_lobes == value) == pytest.approx(
-            2 * np.count_nonzero(coarse == value), rel=0.05
-        )
+    for name, value in LOBE_LABELS.items():
+        one_slice = (lung_a == LOBE_SIDE[name]).sum(axis=(1, 2)).max()
+        fine_n, coarse_n = np.count_nonzero(fine_lobes == value), np.count_nonzero(coarse == value)
+        difference = abs(fine_n - 2 * coarse_n)
+        assert difference <= 2 * one_slice, (name, difference, one_slice)
 
 
 def test_one_lung_only():
@@ -223,16 +231,18 @@ def _fissure_volume(
     spacing: tuple[float, float, float], hide: bool = False
 ) -> tuple[sitk.Image, sitk.Image, np.ndarray]:
     """A block of right lung (z, y, x voxels 100 x 100 x 80) with an oblique and a horizontal
-    fissure drawn as thin bright sheets off the default planes (shifted and undulating, as a
-    patient's are), blurred, with noise; optionally a dense lesion hiding part of the oblique
-    fissure. Returns CT, lung mask and the true lobes (drawn from the same surfaces)."""
+    fissure drawn as thin bright sheets off the planes (undulating, and placed to give lobes near
+    the published extremes: lower lobe 42 % of the lung, middle lobe 13 %, so that the planes,
+    placed at the mean shares of 49 % and 17 %, lie 0.06-0.07 of the lung height off them),
+    blurred, with noise; optionally a dense lesion hiding part of the oblique fissure. Returns
+    CT, lung mask and the true lobes (drawn from the same surfaces)."""
     shape = (100, 100, 80)
     z, y, x = np.indices(shape, dtype=float)
     lung = np.zeros(shape, dtype=np.uint8)
     lung[5:95, 5:95, 5:75] = LUNG_RIGHT
     height, depth = (z - 5) / 89, (y - 5) / 89
-    oblique = 0.06 + 0.64 * depth + 0.07 + 0.03 * np.sin(2 * np.pi * x * spacing[2] / 50)
-    horizontal = 0.52 - 0.06 + 0.02 * np.cos(2 * np.pi * y * spacing[1] / 60)
+    oblique = 0.10 + 0.64 * depth + 0.03 * np.sin(2 * np.pi * x * spacing[2] / 50)
+    horizontal = 0.51 + 0.02 * np.cos(2 * np.pi * y * spacing[1] / 60)
     lower = height < oblique
     middle = ~lower & (height < horizontal)
     truth = np.where(
@@ -263,16 +273,16 @@ def _agreement(ours: sitk.Image, truth: np.ndarray, where: np.ndarray | None = N
 
 
 def test_visible_fissures_move_the_split_off_the_planes():
-    """Thin-section CT: the split follows the drawn fissures (shifted 7 % of the lung height
-    and undulating off the planes), where the planes alone put ~15 % of the voxels in the wrong
-    lobe; on thick voxels the same image gives the planes' split (no search)."""
+    """Thin-section CT: the split follows the drawn fissures (6-7 % of the lung height off the
+    planes, undulating), where the planes alone put ~16 % of the voxels in the wrong lobe; on
+    thick voxels the same image gives the planes' split (no search)."""
     ct, lung, truth = _fissure_volume((1.0, 0.8, 0.8))
-    assert _agreement(segment_lobes(ct, lung), truth) >= 0.97  # measured 0.981
+    assert _agreement(segment_lobes(ct, lung), truth) >= 0.96  # measured 0.968
     thick = (2.0, 0.8, 0.8)
     ct.SetSpacing(thick[::-1])
     lung.SetSpacing(thick[::-1])
     planes = _agreement(segment_lobes(ct, lung), truth)
-    assert planes < 0.9  # measured 0.891
+    assert planes < 0.9  # measured 0.841
 
 
 def test_fissure_hidden_by_a_dense_lesion_is_bridged():
@@ -282,11 +292,11 @@ def test_fissure_hidden_by_a_dense_lesion_is_bridged():
     hidden = np.zeros(truth.shape, dtype=bool)
     hidden[30:70, 40:80, 5:45] = True
     ours = segment_lobes(ct, lung)
-    assert _agreement(ours, truth, ~hidden) >= 0.97  # measured 0.983
+    assert _agreement(ours, truth, ~hidden) >= 0.97  # measured 0.976
     thick = (2.0, 0.8, 0.8)
     ct.SetSpacing(thick[::-1])
     lung.SetSpacing(thick[::-1])
-    # measured 0.946 vs 0.767
+    # measured 0.922 vs 0.681
     assert (
         _agreement(ours, truth, hidden) > _agreement(segment_lobes(ct, lung), truth, hidden) + 0.1
     )

@@ -32,15 +32,16 @@ def _with_and_without_floor_fill(lung_cfg, seed, percent, consolidation):
 def test_dense_basal_consolidation_floor_fill(lung_cfg):
     """Half-consolidated 45 % involvement lying on the diaphragm (seed 4, 3.3 mm slices): the
     floor and apex fills bring much of the lost consolidation back (measured here: volume
-    -5.5 % -> -0.7 %, Dice 0.965 -> 0.974; at 300x512x512 see benchmarks/lung_validation.py),
-    most of what they add is true lung (measured 67 %; 75 %+ before the phantoms' hila and
-    fissures varied, issue 17), and nothing lands below or above the true lung."""
+    -8.1 % -> -2.0 %, Dice 0.954 -> 0.970; since the phantoms draw lobes from published shares,
+    issue 17, this seed's lesions lie lower: before, -5.5 % -> -0.7 %, Dice 0.965 -> 0.974; at
+    300x512x512 see benchmarks/lung_validation.py), most of what they add is true lung
+    (measured 73 %), and nothing lands below or above the true lung."""
     ph, full, bare = _with_and_without_floor_fill(lung_cfg, 4, 45.0, 0.5)
     scores, bare_scores = score_mask(full, ph), score_mask(bare, ph)
     assert bare_scores["volume"] < -0.05  # the hard case: without the fill
     assert scores["volume"] > bare_scores["volume"] + 0.025
     assert abs(scores["volume"]) <= 0.04
-    assert scores["dice"] >= 0.97
+    assert scores["dice"] >= 0.965
     assert scores["dice"] > bare_scores["dice"] + 0.008
     dense = ph.lesion == 2
     assert full[dense].mean() > bare[dense].mean() + 0.08

@@ -1,6 +1,6 @@
-"""A five-lobe split of the lung mask from fissure geometry, refined by the fissures where
-thin-section CT shows them; or the user's own lobe masks (``lobes_from``), resampled onto the
-CT grid. APPROXIMATE: there is no lobe model.
+"""A five-lobe split of the lung mask from fissure geometry and published lobar volumes, refined
+by the fissures where thin-section CT shows them; or the user's own lobe masks (``lobes_from``),
+resampled onto the CT grid. APPROXIMATE: there is no lobe model.
 
 Planes first. Per lung, every voxel's position is normalised to the lung's physical extent
 (mm, from the image direction and origin, so voxel size and array orientation do not matter):
@@ -8,11 +8,21 @@ Planes first. Per lung, every voxel's position is normalised to the lung's physi
 point to 1 at its most posterior one. Planes perpendicular to the sagittal plane stand in for
 the fissures (textbook anatomy):
 
-- oblique fissure (both lungs): from the back of the lung at about T4-T5 (OBLIQUE_POSTERIOR_HEIGHT,
-  about 70 % of the lung height) down to the front of the diaphragm (OBLIQUE_ANTERIOR_HEIGHT);
-  below and behind it is the lower lobe;
-- horizontal fissure (right only): level at HORIZONTAL_HEIGHT (about the 4th costal cartilage),
-  in front of the oblique one; below it is the middle lobe, above it the upper lobe.
+- oblique fissure (both lungs): rises from the front of the diaphragm to the back of the lung at
+  about T4-T5, OBLIQUE_SLOPE of the lung's height over its depth; below and behind it is the
+  lower lobe;
+- horizontal fissure (right only): level, in front of the oblique one; below it is the middle
+  lobe, above it the upper lobe.
+
+Each plane's level is where its lobes take their share of the lung's volume on the mean adult's
+CT (LOBE_VOLUME_PERCENT: lower lobes about half of each lung, the middle lobe about a sixth of
+the right), so the split follows the lung's own shape (domes, costophrenic recesses, apex)
+instead of fixed fractions of its height. Planes at textbook fractions of the height (0.70 at
+the back, 0.06 at the front, 0.52 for the horizontal fissure; used before issue 17) gave lower
+lobes of 34-44 % of their lung on all five real chest series of ``../shared/data/real`` (three
+patients), against the published 49-50 %: on CIP and Lung_Dx-A0001, 2.0-2.8 SD below the
+published lower-lobe volumes. A patient's own lobes differ from the mean by about the
+published SD (2-3 % of the lungs), and more in disease.
 
 Then the fissures themselves, when no voxel side exceeds FISSURE_MAX_VOXEL_MM (on thicker
 slices a fissure is not visible): within FISSURE_BAND of each plane, every z column's most
@@ -22,18 +32,14 @@ them (``_fissure_shift``). Where a dense lesion hides the fissure the offset is 
 columns around it and shrinks towards the plane where none is near; a fissure seen in fewer than
 FISSURE_MIN_COLUMNS columns leaves the plane alone (logged).
 
-Measured (benchmarks/lung_validation.py, 11 phantoms of 300x512x512 whose fissures undulate off
-the planes, are drawn as thin-section CT shows them and, since issue 17, lie at heights drawn
-per patient from ranges wider than the planes' textbook values; worst per-lobe lesion-percent
-error, true lesions): with the true lung mask 0-11.9 points, with our lung mask 0-10.5 (on
-phantoms drawn at the textbook heights: 0-4.0 and up to 6.6); with lung shapes, domes and
-heart varied too, 0-5.4 and 0-9.9. Anchoring the oblique fissure's back end at the carina
-(plus one vertebral level) was measured and is not used: on 9 phantoms at 3.3 mm mean lobe
-Dice 0.891 -> 0.865. On coarse voxels (the tests' and
-the demo's phantoms) there is no search and the planes alone decide. Real fissures are
-incomplete in many patients and lesions hide them, so per-lobe numbers on patients are
-approximate: good for "which lobes are involved" and the 0-5 lobe scores, not for lobar volumes.
-Every lung voxel gets exactly one lobe of its own side.
+Not used: the carina and hila. Anchoring the oblique fissure's back end one vertebral level
+above the carina was measured (issue 17) and made phantom lobes worse (mean lobe Dice 0.891 ->
+0.865 on 9 phantoms at 3.3 mm); with no real lobe labels here nothing can show such an anchor
+is better on patients. On coarse voxels (the tests' and the demo's phantoms) there is no
+fissure search and the planes alone decide. Real fissures are incomplete in many patients and
+lesions hide them, so per-lobe numbers on patients are approximate: good for "which lobes are
+involved" and the 0-5 lobe scores, not for lobar volumes. Every lung voxel gets exactly one
+lobe of its own side. Measured figures: README, "Limits you should know".
 
 User lobe masks: ``user_lobes_path`` finds the file of a scan in the ``lobes_from`` folder,
 ``load_user_lobes`` resamples it (nearest neighbour) onto the CT grid.
@@ -49,23 +55,33 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage as ndi
 
-from serialct.constants import LOBE_LABELS, LUNG_LEFT, LUNG_RIGHT, MM3_PER_CM3
+from serialct.constants import (
+    LOBE_LABELS,
+    LOBE_VOLUME_PERCENT,
+    LUNG_LEFT,
+    LUNG_RIGHT,
+    MM3_PER_CM3,
+)
 from serialct.errors import InputError
 from serialct.orientation import back_to_grid, to_work
 
 log = logging.getLogger("serialct")
 
-# Fissure heights as fractions of the lung's height, from textbook surface anatomy of the lungs
-# (Gray's Anatomy; Moore, Clinically Oriented Anatomy: thorax): the lung reaches
-# from the neck of the 1st rib (T1) to the 10th-11th rib at the back, to the 6th costal cartilage
-# at the front; the oblique fissure runs from the T3-T4 spinous process (about the T4-T5 body)
-# at the back, (11 - 4.5) / (11 - 1) ~ 0.65-0.72 of the height, to the 6th costochondral
-# junction at the front, just above the diaphragm; the horizontal fissure follows the 4th costal
-# cartilage, about halfway up the front of the lung. The phantoms draw them from wider ranges
-# (serialct.phantom), so tests measure how far these textbook values carry.
-OBLIQUE_POSTERIOR_HEIGHT: Final = 0.70  # oblique fissure height at the back of the lung
-OBLIQUE_ANTERIOR_HEIGHT: Final = 0.06  # ... and at its front (just above the diaphragm)
-HORIZONTAL_HEIGHT: Final = 0.52  # right horizontal fissure (level)
+# The oblique fissure's tilt, from textbook surface anatomy of the lungs (Gray's Anatomy; Moore,
+# Clinically Oriented Anatomy: thorax): the lung reaches from the neck of the 1st rib (T1) to the
+# 10th-11th rib at the back, to the 6th costal cartilage at the front; the oblique fissure runs
+# from the T3-T4 spinous process (about the T4-T5 body) at the back, (11 - 4.5) / (11 - 1) ~
+# 0.65-0.72 of the height, to the 6th costochondral junction at the front, just above the
+# diaphragm (~0.06): it rises about 0.64 of the lung's height from front to back.
+OBLIQUE_SLOPE: Final = 0.64
+# Lobe shares of their own lung's volume, from the published means (LOBE_VOLUME_PERCENT)
+_RIGHT_PERCENT: Final = sum(LOBE_VOLUME_PERCENT[k][0] for k in ("rul", "rml", "rll"))
+_LEFT_PERCENT: Final = sum(LOBE_VOLUME_PERCENT[k][0] for k in ("lul", "lll"))
+LOWER_SHARE: Final = {
+    LUNG_RIGHT: LOBE_VOLUME_PERCENT["rll"][0] / _RIGHT_PERCENT,  # 0.49
+    LUNG_LEFT: LOBE_VOLUME_PERCENT["lll"][0] / _LEFT_PERCENT,  # 0.50
+}
+MIDDLE_SHARE: Final = LOBE_VOLUME_PERCENT["rml"][0] / _RIGHT_PERCENT  # 0.17 of the right lung
 COORDINATE_DECIMALS: Final = 3  # physical coordinates rounded to 1 um before sorting
 USER_LOBES_SUFFIXES: Final = (".nii.gz", ".nii", ".nrrd", ".mha")
 
@@ -113,9 +129,8 @@ def segment_lobes(ct: sitk.Image, lung: sitk.Image) -> sitk.Image:
         height, depth = _normalised_position(oriented, box, mask)
         crop = None if hu is None else hu[box]
         found = []
-        oblique = (
-            OBLIQUE_ANTERIOR_HEIGHT + (OBLIQUE_POSTERIOR_HEIGHT - OBLIQUE_ANTERIOR_HEIGHT) * depth
-        )
+        tilt = OBLIQUE_SLOPE * depth
+        oblique = _level(height - tilt, mask, LOWER_SHARE[side]) + tilt
         if crop is not None:
             shift = _fissure_shift(crop, mask, height - oblique, spacing)
             found.append(shift is not None)
@@ -124,14 +139,16 @@ def segment_lobes(ct: sitk.Image, lung: sitk.Image) -> sitk.Image:
         is_lower = np.broadcast_to(height < oblique, mask.shape)
         lobe = np.where(is_lower, lower, upper).astype(np.uint8)
         if middle is not None:
-            horizontal = HORIZONTAL_HEIGHT
+            upper_part = mask & ~is_lower
+            share = MIDDLE_SHARE * np.count_nonzero(mask) / max(np.count_nonzero(upper_part), 1)
+            horizontal = _level(height, upper_part, share)
             if crop is not None:
-                shift = _fissure_shift(crop, mask & ~is_lower, height - horizontal, spacing)
+                shift = _fissure_shift(crop, upper_part, height - horizontal, spacing)
                 found.append(shift is not None)
                 if shift is not None:
                     horizontal = horizontal + shift[None]
             lobe[~is_lower & (height < horizontal)] = middle
-        del height, depth, oblique, is_lower
+        del height, depth, tilt, oblique, is_lower
         lobes[box][mask] = lobe[mask]
         counts = {
             name: np.count_nonzero(lobe[mask] == value) * cm3
@@ -146,6 +163,19 @@ def segment_lobes(ct: sitk.Image, lung: sitk.Image) -> sitk.Image:
             ", ".join(f"{k} {v:.1f} cm3" for k, v in counts.items()),
         )
     return back_to_grid(lobes, oriented, lung)
+
+
+def _level(values: np.ndarray, mask: np.ndarray, share: float) -> float:
+    """A level for ``values < level`` that holds the nearest to ``share`` of ``mask``'s voxels
+    (``values`` broadcasts to ``mask``; ties, such as a whole slice at one height, go together
+    to the side that leaves the smaller error)."""
+    inside = np.broadcast_to(values, mask.shape)[mask]
+    if inside.size == 0:
+        return 0.0
+    target = min(max(share, 0.0), 1.0) * inside.size
+    value = np.quantile(inside, target / inside.size, method="inverted_cdf")
+    below, upto = np.count_nonzero(inside < value), np.count_nonzero(inside <= value)
+    return float(value if target - below <= upto - target else np.nextafter(value, np.inf))
 
 
 def _fissure_shift(

@@ -37,6 +37,7 @@ from serialct.constants import (
     LESION_CONSOLIDATION,
     LESION_GGO,
     LOBE_LABELS,
+    LOBE_VOLUME_PERCENT,
     LOBES,
     LUNG_LEFT,
     LUNG_RIGHT,
@@ -97,8 +98,11 @@ TRACHEA_RADIUS_MM: Final = 9.0
 CARINA_BELOW_APEX_MM: Final = (75.0, 105.0)
 BRONCHUS_END_MM: Final = ((-50.0, -25.0), 15.0, 42.0)  # (dz range, y, |x|) of a main bronchus end
 BRONCHUS_RADIUS_MM: Final = {LUNG_RIGHT: 6.5, LUNG_LEFT: 5.5}
-# oblique fissure: height fraction at the back (normalised y +1) and at the front (-1) of the
-# lung, linear in between; right horizontal fissure: height fraction
+# oblique fissure: how far it rises (fraction of the lung's height) from the front (normalised
+# y -1) to the back (+1) of the lung, linear in between (the lobe code assumes 0.64); its level,
+# and the level of the right horizontal fissure, give the lower and middle lobes a share of
+# their lung drawn from the published range of lobar volumes (LOBE_VOLUME_PERCENT: min - SD to
+# max + SD, wider than any of the 32 adults measured; the lobe code assumes the means)
 # lung shape: scale factors of the lungs' height, width (x) and depth (y), the upper fraction of
 # the height that narrows to the apex, each diaphragm dome's height and the heart's size
 LUNG_HEIGHT_SCALE: Final = (0.88, 1.12)
@@ -107,9 +111,7 @@ LUNG_DEPTH_SCALE: Final = (0.90, 1.10)
 APEX_TAPER_RANGE: Final = (0.25, 0.45)
 DIAPHRAGM_DOME_SCALE: Final = (0.70, 1.30)
 HEART_SCALE: Final = (0.90, 1.15)
-OBLIQUE_POSTERIOR: Final = (0.60, 0.80)
-OBLIQUE_ANTERIOR: Final = (0.0, 0.14)
-HORIZONTAL_FISSURE: Final = (0.44, 0.60)
+OBLIQUE_RISE: Final = (0.46, 0.80)
 FISSURE_WAVE: Final = 0.03  # amplitude (height fraction) of the fissures' smooth undulation
 # Fissures are visible only on thin-section grids: the visceral pleura (FISSURE_MM of soft
 # tissue) is averaged over the voxel's extent across it (a line of about -500..-650 HU at
@@ -286,9 +288,14 @@ def draw_anatomy(
     variation = rng.spawn(1)[0]
     carina_below_apex = variation.uniform(*CARINA_BELOW_APEX_MM) * s
     bronchus_dz = variation.uniform(*BRONCHUS_END_MM[0])
-    posterior, anterior = (variation.uniform(*r) for r in (OBLIQUE_POSTERIOR, OBLIQUE_ANTERIOR))
-    oblique = (0.5 * (posterior + anterior), 0.5 * (posterior - anterior))  # a + b * yn
-    horizontal_fissure = variation.uniform(*HORIZONTAL_FISSURE)
+    half_rise = 0.5 * variation.uniform(*OBLIQUE_RISE)  # per unit of normalised y
+    percent = {name: _drawn_lobe_percent(variation, name) for name in LOBES}
+    right = percent["rul"] + percent["rml"] + percent["rll"]
+    lower_share = {
+        LUNG_RIGHT: percent["rll"] / right,
+        LUNG_LEFT: percent["lll"] / (percent["lul"] + percent["lll"]),
+    }
+    middle_share = percent["rml"] / right
     height_scale, width_scale, depth_scale, taper_fraction = (
         variation.uniform(*r)
         for r in (LUNG_HEIGHT_SCALE, LUNG_WIDTH_SCALE, LUNG_DEPTH_SCALE, APEX_TAPER_RANGE)
@@ -364,13 +371,19 @@ def draw_anatomy(
         # fissures: smooth surfaces as heights above the lung base
         yn = (y - LUNG_CENTER_Y_MM) / l_ay
         wave = FISSURE_WAVE * np.sin(2 * np.pi * x / 150.0 + rng.uniform(0, 2 * np.pi))
-        z_oblique = z_base + height * (oblique[0] + oblique[1] * yn + wave)
+        along = (z - z_base) / height - half_rise * yn  # constant on the oblique fissure
+        level = _quantile(along, region, lower_share[side])
+        z_oblique = z_base + height * (level + half_rise * yn + wave)
+        del along
         lower = z < z_oblique
         if fissures is not None:
             _draw_fissure(fissures, z, z_oblique, spacing, region)
         if side == LUNG_RIGHT:
             wave2 = FISSURE_WAVE * np.sin(2 * np.pi * y / 170.0 + rng.uniform(0, 2 * np.pi))
-            z_horizontal = z_base + height * (horizontal_fissure + wave2)
+            upper_part = region & ~lower
+            share = middle_share * np.count_nonzero(region) / max(np.count_nonzero(upper_part), 1)
+            level = _quantile((z - z_base) / height - wave2, upper_part, share)
+            z_horizontal = z_base + height * (level + wave2)
             middle = ~lower & (z < z_horizontal)
             if fissures is not None:
                 _draw_fissure(
@@ -415,6 +428,17 @@ def draw_anatomy(
     hu[vessel] = HU_VESSEL
     seeds = np.flatnonzero(subpleural & ~vessel)
     return Anatomy(hu, spacing, lung, lobes, vessel, seeds)
+
+
+def _drawn_lobe_percent(rng: np.random.Generator, name: str) -> float:
+    """A lobe's percent of both lungs, uniform over its published (min, max) widened by one SD."""
+    _, sd, (low, high) = LOBE_VOLUME_PERCENT[name]
+    return float(rng.uniform(low - sd, high + sd))
+
+
+def _quantile(values: np.ndarray, region: np.ndarray, share: float) -> float:
+    """The ``share`` quantile of ``values`` (broadcast to ``region``) over ``region``."""
+    return float(np.quantile(np.broadcast_to(values, region.shape)[region], min(share, 1.0)))
 
 
 def _draw_fissure(
