@@ -3,15 +3,18 @@ against the published lobar volumes (issue 17).
 
 There are no real lobe labels here, so the check is anatomical: each lobe's percent of both
 lungs, and the lower and middle lobes' shares of their own lung, beside the published means
-(``serialct.constants.LOBE_VOLUME_PERCENT``: supine CT of 32 adults). Each series is converted
+(``serialct.lobes.LOBE_VOLUME_PERCENT``: supine CT of 32 adults). Each series is converted
 and masked as ``benchmarks/real_lung_masks.py`` does (its cases, the lower-half scan left out:
-it gets no lobes). Usage::
+it gets no lobes). With ``--lesions`` it also runs the shipped default lesion model and prints
+each lobe's lesion volume (the figures behind ``ct_score.min_lesion_cm3``'s description). Usage::
 
-    .venv/bin/python benchmarks/real_lobe_shares.py        # ~30 s on 2 cores
+    .venv/bin/python benchmarks/real_lobe_shares.py             # ~30 s on 2 cores
+    .venv/bin/python benchmarks/real_lobe_shares.py --lesions   # ~2 min
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 import tempfile
 from pathlib import Path
@@ -23,39 +26,67 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import real_lung_masks  # noqa: E402
 
 from serialct.config import defaults  # noqa: E402
-from serialct.constants import LOBE_LABELS, LOBE_VOLUME_PERCENT, LOBES  # noqa: E402
-from serialct.lobes import segment_lobes  # noqa: E402
+from serialct.constants import LOBE_LABELS, LOBE_SIDE, LOBES, LUNG_LEFT, LUNG_RIGHT  # noqa: E402
+from serialct.lobes import LOBE_VOLUME_PERCENT, segment_lobes  # noqa: E402
 from serialct.lung import segment_lungs  # noqa: E402
+from serialct.shipped import DEFAULT_MODEL  # noqa: E402
+from serialct.steps import segment_lesions  # noqa: E402
 
 
-def shares(lobes: np.ndarray) -> tuple[np.ndarray, float, float, float]:
-    """(percent of both lungs per lobe in LOBES order, RLL / right, RML / right, LLL / left)."""
-    n = np.bincount(lobes.ravel(), minlength=len(LOBES) + 1)[1:].astype(float)
-    right, left = n[:3].sum(), n[3:].sum()
-    return 100 * n / n.sum(), n[2] / right, n[1] / right, n[4] / left
+def shares(percent: dict[str, float]) -> str:
+    """Table cells: each lobe's percent of both lungs, then RLL / right, RML / right, LLL / left
+    lung."""
+    lung = {
+        side: sum(v for k, v in percent.items() if LOBE_SIDE[k] == side)
+        for side in (LUNG_RIGHT, LUNG_LEFT)
+    }
+    ratios = (
+        percent["rll"] / lung[LUNG_RIGHT],
+        percent["rml"] / lung[LUNG_RIGHT],
+        percent["lll"] / lung[LUNG_LEFT],
+    )
+    return " | ".join([*(f"{percent[k]:.1f}" for k in LOBES), *(f"{r:.3f}" for r in ratios)])
+
+
+def lesion_cm3(ct: sitk.Image, lung: sitk.Image, lobes: np.ndarray, work: Path) -> str:
+    """Each lobe's lesion volume (cm3) under the shipped default model, as a table cell."""
+    for name, image in (("ct", ct), ("lung", lung)):
+        sitk.WriteImage(image, str(work / f"{name}.nii.gz"))
+    config = defaults()
+    config["device"] = "cpu"
+    paths = [work / f"{n}.nii.gz" for n in ("ct", "lung")]
+    segment_lesions(*paths, DEFAULT_MODEL, work / "lesion.nii.gz", config, threads=2)
+    lesion = sitk.GetArrayFromImage(sitk.ReadImage(str(work / "lesion.nii.gz"))) > 0
+    cm3 = float(np.prod(ct.GetSpacing())) / 1000.0
+    return ", ".join(
+        f"{k} {np.count_nonzero(lesion & (lobes == v)) * cm3:.2f}" for k, v in LOBE_LABELS.items()
+    )
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lesions", action="store_true", help="also lesion cm3 per lobe")
+    args = parser.parse_args()
     print(real_lung_masks.source())
-    published = np.array([LOBE_VOLUME_PERCENT[k][0] for k in LOBES])
-    right = published[:3].sum()
-    print("| series | " + " | ".join(f"{k} %" for k in LOBES) + " | RLL/R | RML/R | LLL/L |")
-    print("|---" * (len(LOBES) + 4) + "|")
-    row = " | ".join(f"{v:.1f}" for v in published)
+    extra = " lesion cm3 per lobe |" if args.lesions else ""
     print(
-        f"| published mean | {row} | {published[2] / right:.3f} | {published[1] / right:.3f} | "
-        f"{published[4] / published[3:].sum():.3f} |"
+        "| series | " + " | ".join(f"{k} %" for k in LOBES) + f" | RLL/R | RML/R | LLL/L |{extra}"
     )
-    with tempfile.TemporaryDirectory() as work:
+    print("|---" * (len(LOBES) + 4 + bool(extra)) + "|")
+    print(f"| published mean | {shares(LOBE_VOLUME_PERCENT)} |" + (" |" if extra else ""))
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
         for case in real_lung_masks.cases():
             if case.lower_half:
                 continue
-            ct = real_lung_masks.convert(case, Path(work))
+            ct = real_lung_masks.convert(case, work)
             lung = segment_lungs(ct, defaults()["lung"])
             lobes = sitk.GetArrayFromImage(segment_lobes(ct, lung))
-            percent, rll, rml, lll = shares(lobes)
-            row = " | ".join(f"{percent[LOBE_LABELS[k] - 1]:.1f}" for k in LOBES)
-            print(f"| {case.name} | {row} | {rll:.3f} | {rml:.3f} | {lll:.3f} |", flush=True)
+            counts = np.bincount(lobes.ravel(), minlength=len(LOBES) + 1)
+            total = counts[1:].sum()
+            percent = {k: 100 * counts[v] / total for k, v in LOBE_LABELS.items()}
+            cells = shares(percent) + (f" | {lesion_cm3(ct, lung, lobes, work)}" if extra else "")
+            print(f"| {case.name} | {cells} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -526,6 +526,7 @@ def scale_section(results_dir: Path = HERE / "results") -> str:
             "",
             "Issue 21's goals: 10,000 scans no slower than the bare Snakefile, 100,000 scans "
             f"within 300 s. Measured: {'; '.join(goals)}.",
+            *(["", f"Note: {d['note']}."] if d.get("note") else []),
         ]
     return "\n".join(text) or "No saved lesion-worker or DAG-scale result."
 

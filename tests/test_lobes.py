@@ -59,10 +59,12 @@ def test_lobes_match_phantom_truth():
     their lung drawn across and beyond the published range (serialct.phantom), with fissure
     tilt, carina and bronchi varied too, while the planes assume the published means: each lobe
     overlaps its true lobe and the per-lobe lesion percent (our lobes, true lesions) is near the
-    truth. Measured on these seeds: worst lobe Dice 0.81 (middle lobe 0.42, on seed 5 whose
-    upper lobe is 12 % of the lungs against the mean's 18 %), mean Dice 0.88, per-lobe error up
-    to 12.8 points, mean 2.5. The planes at textbook heights used before measured worst 0.72
-    (middle 0.27), mean 0.80, errors up to 19.8, mean 5.4 on the same phantoms."""
+    truth. Phantom and split share one model (a plane of given tilt at a lobe share), so this
+    measures how far the means carry across patients, not whether fissures are planes. Measured
+    on these seeds: worst lobe Dice 0.84 (middle lobe 0.73), mean Dice 0.90, per-lobe error up
+    to 5.2 points, mean 1.7. The planes at fixed height fractions used before issue 17 measured
+    worst 0.72 (middle 0.46), mean 0.77, errors up to 22.6, mean 4.4 on the same phantoms, and
+    fail the mean-Dice bound."""
     dice, overlaps, errors = {}, [], []
     for seed, percent in ((3, 30.0), (4, 45.0), (5, 20.0), (7, 35.0), (8, 42.0)):
         ph = draw_phantom(np.random.default_rng(seed), (48, 128, 128), percent, 0.4)
@@ -77,7 +79,7 @@ def test_lobes_match_phantom_truth():
             measured = 100 * np.count_nonzero(ph.lesion[ours]) / ours.sum()
             errors.append(abs(measured - truth[name]))
     print(dice, np.mean(overlaps), max(errors), np.mean(errors))
-    assert all(d > (0.35 if name == "rml" else 0.78) for name, d in dice.items()), dice
+    assert all(d > (0.6 if name == "rml" else 0.78) for name, d in dice.items()), dice
     assert np.mean(overlaps) >= 0.85
     assert max(errors) <= 13.0 and np.mean(errors) <= 3.0
 
@@ -121,9 +123,9 @@ def test_flipped_storage_gives_the_same_lobes(chest):
 
 
 def test_anisotropy_does_not_matter(chest):
-    """The same lung, twice as finely sampled in z, keeps the same lobes to within one coarse
+    """The same lung, twice as finely sampled in z, keeps the same lobes to within half a coarse
     slice: a level fissure plane takes whole slices (measured: the right middle and upper lobes
-    differ by 7.6 % and 4.2 %, a third of the right lung's largest slice; the others by under
+    differ by 7.4 % and 4.2 %, a third of the right lung's largest slice; the others by under
     0.1 %)."""
     image, lung, lobes = chest
     lung_a = sitk.GetArrayFromImage(lung)
@@ -137,7 +139,7 @@ def test_anisotropy_does_not_matter(chest):
         one_slice = (lung_a == LOBE_SIDE[name]).sum(axis=(1, 2)).max()
         fine_n, coarse_n = np.count_nonzero(fine_lobes == value), np.count_nonzero(coarse == value)
         difference = abs(fine_n - 2 * coarse_n)
-        assert difference <= 2 * one_slice, (name, difference, one_slice)
+        assert difference <= one_slice, (name, difference, one_slice)  # half a coarse slice
 
 
 def test_one_lung_only():
@@ -275,7 +277,10 @@ def _agreement(ours: sitk.Image, truth: np.ndarray, where: np.ndarray | None = N
 def test_visible_fissures_move_the_split_off_the_planes():
     """Thin-section CT: the split follows the drawn fissures (6-7 % of the lung height off the
     planes, undulating), where the planes alone put ~16 % of the voxels in the wrong lobe; on
-    thick voxels the same image gives the planes' split (no search)."""
+    thick voxels the same image gives the planes' split (no search). The bound was 0.97 (0.981
+    measured) with the fissures above the old height-fraction planes; with them below the
+    share-placed planes, toward the front the smoothed shift falls short of the fissure and
+    most of the 3 % left are middle-lobe voxels called lower lobe."""
     ct, lung, truth = _fissure_volume((1.0, 0.8, 0.8))
     assert _agreement(segment_lobes(ct, lung), truth) >= 0.96  # measured 0.968
     thick = (2.0, 0.8, 0.8)

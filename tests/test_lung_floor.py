@@ -32,16 +32,15 @@ def _with_and_without_floor_fill(lung_cfg, seed, percent, consolidation):
 def test_dense_basal_consolidation_floor_fill(lung_cfg):
     """Half-consolidated 45 % involvement lying on the diaphragm (seed 4, 3.3 mm slices): the
     floor and apex fills bring much of the lost consolidation back (measured here: volume
-    -8.1 % -> -2.0 %, Dice 0.954 -> 0.970; since the phantoms draw lobes from published shares,
-    issue 17, this seed's lesions lie lower: before, -5.5 % -> -0.7 %, Dice 0.965 -> 0.974; at
-    300x512x512 see benchmarks/lung_validation.py), most of what they add is true lung
-    (measured 73 %), and nothing lands below or above the true lung."""
+    -6.1 % -> -1.4 %, Dice 0.965 -> 0.976; at 300x512x512 see benchmarks/lung_validation.py),
+    most of what they add is true lung (measured 72 %; 75 %+ before the phantoms' hila and
+    fissures varied, issue 17), and nothing lands below or above the true lung."""
     ph, full, bare = _with_and_without_floor_fill(lung_cfg, 4, 45.0, 0.5)
     scores, bare_scores = score_mask(full, ph), score_mask(bare, ph)
     assert bare_scores["volume"] < -0.05  # the hard case: without the fill
     assert scores["volume"] > bare_scores["volume"] + 0.025
     assert abs(scores["volume"]) <= 0.04
-    assert scores["dice"] >= 0.965
+    assert scores["dice"] >= 0.97
     assert scores["dice"] > bare_scores["dice"] + 0.008
     dense = ph.lesion == 2
     assert full[dense].mean() > bare[dense].mean() + 0.08
@@ -54,12 +53,13 @@ def test_dense_basal_consolidation_floor_fill(lung_cfg):
 def test_wall_columns_of_a_lined_recess_are_filled(lung_cfg, monkeypatch):
     """Columns of a lesion-lined costophrenic recess whose lung above the floor is only a thin
     rim against the wall (probed outside the lung's interior) take the lining of the nearest
-    probed column, so their floor comes down too (seed 10, 40 % involved, half consolidated;
-    measured: 0.7 % of the lung added, 57 % of it true lung, Dice 0.9758 -> 0.9765; on four
-    other dense phantoms 68-89 % true lung, Dice +0.0008..+0.0019; with the lung shapes as drawn
-    before issue 17 84 %, and 98 % before the hila and fissures varied).
+    probed column, so their floor comes down too (seed 4, 40 % involved, half consolidated;
+    measured: 0.68 % of the lung added, 80 % of it true lung, Dice 0.9750 -> 0.9771). Over seeds
+    1-15 of the same kind the rule raises Dice on 14 (+0.0001..+0.0031) and lowers it on seed 3
+    (-0.0009, 33 % true lung). Seed 10, used here until the phantoms drew lobe shares (issue 17)
+    and so moved its lesions, now adds only 0.29 % (52 % true lung, Dice +0.0001).
     FLOOR_NEIGHBOUR_MM 0 turns that rule off."""
-    ph = draw_phantom(np.random.default_rng(10), (96, 192, 192), 40.0, 0.5)
+    ph = draw_phantom(np.random.default_rng(4), (96, 192, 192), 40.0, 0.5)
     image = phantom_image(ph)
     with_rule = sitk.GetArrayFromImage(segment_lungs(image, lung_cfg)) > 0
     monkeypatch.setattr(floor_module, "FLOOR_NEIGHBOUR_MM", 0.0)

@@ -55,6 +55,9 @@ A0001_MAX_LESION_PERCENT = 0.9  # measured 0.56 / 0.83 %: the patient's lung tum
 # issue's goal for normal real lungs: within 3 %.
 REFERENCE_LUNG_CM3 = {"ldx": 3235 + 2351, "cip": 2519 + 2219, "part": 1981 + 1360}
 LUNG_VOLUME_TOLERANCE = 0.03
+# the upper lobes' centres lie above the lower (and middle) lobes' by this much at least (a loose
+# bound: measured 55-111 mm on these series)
+LOBE_ORDER_MM = 30.0
 SERIES = sorted(p.parent for p in LUNG_PET_CT_DX.glob("*/*/*/1-01.dcm")) + [CIP]
 
 pytestmark = pytest.mark.integration
@@ -86,7 +89,6 @@ def test_default_model_is_silent_on_normal_lungs(series: Path, tmp_path: Path) -
     ct = tmp_path / Path(table.loc[table["path"] != "", "path"].iloc[0]).name
     lung, lobes, lesion = (tmp_path / f"{n}.nii.gz" for n in ("lung", "lobes", "lesion"))
     segment_masks(ct, lung, lobes, config)
-    _assert_lobes_anatomical(lobes, lung)
     segment_lesions(ct, lung, DEFAULT_MODEL, lesion, config, threads=2)
     percent = _lesion_percent(lesion, lung)
     rest = _lesion_percent(lesion, lung, without_largest=True)
@@ -95,37 +97,39 @@ def test_default_model_is_silent_on_normal_lungs(series: Path, tmp_path: Path) -
     assert rest <= MAX_LESION_PERCENT
 
 
-def _assert_lobes_anatomical(lobes_path: Path, lung_path: Path) -> None:
-    """On a real chest, every lung voxel gets a lobe of its side, the lower and middle lobes take
-    the published mean shares of their lung (LOWER_SHARE, MIDDLE_SHARE; within 0.03 for slices up
-    to 8 mm, where a level plane takes whole slices), and the lobes lie in anatomical order in
-    physical (LPS) space: upper above lower, lower behind upper, the middle lobe in front of the
-    right lower lobe. Measured: shares within 0.01 on all five series."""
+@pytest.mark.parametrize("series", SERIES, ids=lambda p: p.name.replace(" ", "")[:40])
+def test_lobes_on_real_chests(series: Path, tmp_path: Path) -> None:
+    """On a real chest every lung voxel gets a lobe of its side, the lobes lie in anatomical
+    order in physical (LPS) space (upper above lower by LOBE_ORDER_MM or more, lower behind
+    upper, the middle lobe in front of the right lower lobe), and the lower and middle lobes take
+    the published mean shares of their lung (LOWER_SHARE, MIDDLE_SHARE; within 0.03: a level
+    plane takes whole slices). On these 4-8 mm series there is no fissure search, so the shares
+    hold by construction (measured within 0.01): that part checks the placement on real lung
+    shapes, not the anatomy; there are no real lobe labels here."""
+    table = convert_dicom_dir(series, tmp_path)
+    ct = tmp_path / Path(table.loc[table["path"] != "", "path"].iloc[0]).name
+    lung_path, lobes_path = tmp_path / "lung.nii.gz", tmp_path / "lobes.nii.gz"
+    segment_masks(ct, lung_path, lobes_path, defaults())
     lobes_image = sitk.ReadImage(str(lobes_path))
-    lobes, lung = (
-        sitk.GetArrayFromImage(lobes_image),
-        sitk.GetArrayFromImage(sitk.ReadImage(str(lung_path))),
-    )
+    lobes = sitk.GetArrayFromImage(lobes_image)
+    lung = sitk.GetArrayFromImage(sitk.ReadImage(str(lung_path)))
+    assert np.array_equal(lobes > 0, lung > 0)
     centre = {}
     for name, value in LOBE_LABELS.items():
         assert np.all(lung[lobes == value] == LOBE_SIDE[name]), name
         z, y, x = np.nonzero(lobes == value)
-        centre[name] = np.array(
-            lobes_image.TransformContinuousIndexToPhysicalPoint(
-                (float(x.mean()), float(y.mean()), float(z.mean()))
-            )
-        )
-    assert np.array_equal(lobes > 0, lung > 0)
+        index = (float(x.mean()), float(y.mean()), float(z.mean()))
+        centre[name] = np.array(lobes_image.TransformContinuousIndexToPhysicalPoint(index))
+    for upper, lower in (("rul", "rll"), ("lul", "lll"), ("rul", "rml")):
+        assert centre[upper][2] > centre[lower][2] + LOBE_ORDER_MM, (upper, lower)  # superior
+    for front, back in (("rul", "rll"), ("lul", "lll"), ("rml", "rll")):
+        assert centre[front][1] < centre[back][1], (front, back)  # LPS y: posterior
     for side in (LUNG_RIGHT, LUNG_LEFT):
         counts = np.bincount(lobes[lung == side], minlength=len(LOBE_LABELS) + 1)
         lower = LOBE_LABELS["rll" if side == LUNG_RIGHT else "lll"]
         assert abs(counts[lower] / counts.sum() - LOWER_SHARE[side]) <= 0.03, counts
-    right = np.bincount(lobes[lung == LUNG_RIGHT], minlength=len(LOBE_LABELS) + 1)
-    assert abs(right[LOBE_LABELS["rml"]] / right.sum() - MIDDLE_SHARE) <= 0.03, right
-    for upper, lower in (("rul", "rll"), ("lul", "lll"), ("rul", "rml")):
-        assert centre[upper][2] > centre[lower][2] + 20, (upper, lower)  # LPS z: superior
-    for front, back in (("rul", "rll"), ("lul", "lll"), ("rml", "rll")):
-        assert centre[front][1] < centre[back][1], (front, back)  # LPS y: posterior
+        if side == LUNG_RIGHT:
+            assert abs(counts[LOBE_LABELS["rml"]] / counts.sum() - MIDDLE_SHARE) <= 0.03, counts
 
 
 def _contract_config(tmp_path: Path, centers: dict[str, Path]) -> Path:

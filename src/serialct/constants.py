@@ -33,17 +33,6 @@ LOBE_SIDE: Final = {
     "lul": LUNG_LEFT,
     "lll": LUNG_LEFT,
 }
-# Each lobe's volume as a percent of both lungs on supine inspiratory CT of 32 asymptomatic adults:
-# (mean, SD, (min, max)). Yamada Y et al., Respiration 2020;99(7):598 (PMC7490509), Table 3,
-# supine column. The lobe split places its fissures at the means (serialct.lobes); the phantoms
-# draw lobes from a range wider than (min, max) (serialct.phantom).
-LOBE_VOLUME_PERCENT: Final = {
-    "rul": (17.9, 2.4, (11.8, 22.7)),
-    "rml": (9.3, 1.6, (6.6, 13.8)),
-    "rll": (26.5, 2.6, (22.3, 34.0)),
-    "lul": (23.1, 2.1, (18.1, 26.6)),
-    "lll": (23.2, 2.4, (19.4, 28.7)),
-}
 
 # lesion.nii.gz
 LESION_BACKGROUND: Final = 0

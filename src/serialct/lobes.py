@@ -20,9 +20,10 @@ the right), so the split follows the lung's own shape (domes, costophrenic reces
 instead of fixed fractions of its height. Planes at textbook fractions of the height (0.70 at
 the back, 0.06 at the front, 0.52 for the horizontal fissure; used before issue 17) gave lower
 lobes of 34-44 % of their lung on all five real chest series of ``../shared/data/real`` (three
-patients), against the published 49-50 %: on CIP and Lung_Dx-A0001, 2.0-2.8 SD below the
+patients), against the published 49-50 %: on CIP and Lung_Dx-A0001, 1.8-2.8 SD below the
 published lower-lobe volumes. A patient's own lobes differ from the mean by about the
-published SD (2-3 % of the lungs), and more in disease.
+published SD (1.6-2.6 % of both lungs), and more in disease. The levels depend on the lung
+mask being whole: a basal consolidation the mask misses moves the oblique plane up.
 
 Then the fissures themselves, when no voxel side exceeds FISSURE_MAX_VOXEL_MM (on thicker
 slices a fissure is not visible): within FISSURE_BAND of each plane, every z column's most
@@ -55,13 +56,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage as ndi
 
-from serialct.constants import (
-    LOBE_LABELS,
-    LOBE_VOLUME_PERCENT,
-    LUNG_LEFT,
-    LUNG_RIGHT,
-    MM3_PER_CM3,
-)
+from serialct.constants import LOBE_LABELS, LUNG_LEFT, LUNG_RIGHT, MM3_PER_CM3
 from serialct.errors import InputError
 from serialct.orientation import back_to_grid, to_work
 
@@ -74,14 +69,17 @@ log = logging.getLogger("serialct")
 # 0.65-0.72 of the height, to the 6th costochondral junction at the front, just above the
 # diaphragm (~0.06): it rises about 0.64 of the lung's height from front to back.
 OBLIQUE_SLOPE: Final = 0.64
-# Lobe shares of their own lung's volume, from the published means (LOBE_VOLUME_PERCENT)
-_RIGHT_PERCENT: Final = sum(LOBE_VOLUME_PERCENT[k][0] for k in ("rul", "rml", "rll"))
-_LEFT_PERCENT: Final = sum(LOBE_VOLUME_PERCENT[k][0] for k in ("lul", "lll"))
+# Mean lobe volumes, percent of both lungs, on supine inspiratory CT of 32 asymptomatic adults:
+# Yamada Y et al., Respiration 2020;99(7):598 (PMC7490509), Table 3, supine column (SD 1.6-2.6).
+LOBE_VOLUME_PERCENT: Final = {"rul": 17.9, "rml": 9.3, "rll": 26.5, "lul": 23.1, "lll": 23.2}
+_RIGHT_PERCENT: Final = sum(LOBE_VOLUME_PERCENT[k] for k in ("rul", "rml", "rll"))
+_LEFT_PERCENT: Final = sum(LOBE_VOLUME_PERCENT[k] for k in ("lul", "lll"))
+# ... as shares of their own lung
 LOWER_SHARE: Final = {
-    LUNG_RIGHT: LOBE_VOLUME_PERCENT["rll"][0] / _RIGHT_PERCENT,  # 0.49
-    LUNG_LEFT: LOBE_VOLUME_PERCENT["lll"][0] / _LEFT_PERCENT,  # 0.50
+    LUNG_RIGHT: LOBE_VOLUME_PERCENT["rll"] / _RIGHT_PERCENT,  # 0.49
+    LUNG_LEFT: LOBE_VOLUME_PERCENT["lll"] / _LEFT_PERCENT,  # 0.50
 }
-MIDDLE_SHARE: Final = LOBE_VOLUME_PERCENT["rml"][0] / _RIGHT_PERCENT  # 0.17 of the right lung
+MIDDLE_SHARE: Final = LOBE_VOLUME_PERCENT["rml"] / _RIGHT_PERCENT  # 0.17 of the right lung
 COORDINATE_DECIMALS: Final = 3  # physical coordinates rounded to 1 um before sorting
 USER_LOBES_SUFFIXES: Final = (".nii.gz", ".nii", ".nrrd", ".mha")
 
@@ -129,26 +127,33 @@ def segment_lobes(ct: sitk.Image, lung: sitk.Image) -> sitk.Image:
         height, depth = _normalised_position(oriented, box, mask)
         crop = None if hu is None else hu[box]
         found = []
-        tilt = OBLIQUE_SLOPE * depth
-        oblique = _level(height - tilt, mask, LOWER_SHARE[side]) + tilt
+        along = height - OBLIQUE_SLOPE * depth  # constant on an oblique plane
+        below = along - _level(along, mask, LOWER_SHARE[side])  # under 0: the lower lobe
+        del along
         if crop is not None:
-            shift = _fissure_shift(crop, mask, height - oblique, spacing)
+            shift = _fissure_shift(crop, mask, below, spacing)
             found.append(shift is not None)
             if shift is not None:
-                oblique = oblique + shift[None]
-        is_lower = np.broadcast_to(height < oblique, mask.shape)
+                below = below - shift[None]
+        is_lower = np.broadcast_to(below < 0, mask.shape)
         lobe = np.where(is_lower, lower, upper).astype(np.uint8)
         if middle is not None:
             upper_part = mask & ~is_lower
             share = MIDDLE_SHARE * np.count_nonzero(mask) / max(np.count_nonzero(upper_part), 1)
-            horizontal = _level(height, upper_part, share)
+            if share >= 1.0:
+                log.warning(
+                    "lobes: the fissure found leaves %.0f %% of the right lung above the oblique "
+                    "fissure, less than the middle lobe's share: no upper lobe",
+                    100 * np.count_nonzero(upper_part) / np.count_nonzero(mask),
+                )
+            below_h = height - _level(height, upper_part, share)
             if crop is not None:
-                shift = _fissure_shift(crop, upper_part, height - horizontal, spacing)
+                shift = _fissure_shift(crop, upper_part, below_h, spacing)
                 found.append(shift is not None)
                 if shift is not None:
-                    horizontal = horizontal + shift[None]
-            lobe[~is_lower & (height < horizontal)] = middle
-        del height, depth, tilt, oblique, is_lower
+                    below_h = below_h - shift[None]
+            lobe[~is_lower & (below_h < 0)] = middle
+        del height, depth, below, is_lower
         lobes[box][mask] = lobe[mask]
         counts = {
             name: np.count_nonzero(lobe[mask] == value) * cm3

@@ -37,7 +37,6 @@ from serialct.constants import (
     LESION_CONSOLIDATION,
     LESION_GGO,
     LOBE_LABELS,
-    LOBE_VOLUME_PERCENT,
     LOBES,
     LUNG_LEFT,
     LUNG_RIGHT,
@@ -99,10 +98,13 @@ CARINA_BELOW_APEX_MM: Final = (75.0, 105.0)
 BRONCHUS_END_MM: Final = ((-50.0, -25.0), 15.0, 42.0)  # (dz range, y, |x|) of a main bronchus end
 BRONCHUS_RADIUS_MM: Final = {LUNG_RIGHT: 6.5, LUNG_LEFT: 5.5}
 # oblique fissure: how far it rises (fraction of the lung's height) from the front (normalised
-# y -1) to the back (+1) of the lung, linear in between (the lobe code assumes 0.64); its level,
-# and the level of the right horizontal fissure, give the lower and middle lobes a share of
-# their lung drawn from the published range of lobar volumes (LOBE_VOLUME_PERCENT: min - SD to
-# max + SD, wider than any of the 32 adults measured; the lobe code assumes the means)
+# y -1) to the back (+1) of the lung, linear in between: the range of the fissure heights drawn
+# before issue 17 (back 0.60-0.80 minus front 0.00-0.14; textbook anatomy: Gray's, Moore). Its
+# level, and the level of the right horizontal fissure, give the lower and middle lobes a share
+# of their lung from lobe volumes drawn per patient, each uniform over (min - SD, max + SD) of
+# LOBE_PERCENT_RANGE: wider than any of the 32 adults measured. The fissures' undulation moves
+# the drawn lower-lobe share by up to about 0.02. The lobe split (serialct.lobes) assumes the
+# published means, from its own copy of the table.
 # lung shape: scale factors of the lungs' height, width (x) and depth (y), the upper fraction of
 # the height that narrows to the apex, each diaphragm dome's height and the heart's size
 LUNG_HEIGHT_SCALE: Final = (0.88, 1.12)
@@ -112,6 +114,15 @@ APEX_TAPER_RANGE: Final = (0.25, 0.45)
 DIAPHRAGM_DOME_SCALE: Final = (0.70, 1.30)
 HEART_SCALE: Final = (0.90, 1.15)
 OBLIQUE_RISE: Final = (0.46, 0.80)
+# Lobe volume, percent of both lungs: (min, max, SD) over 32 adults on supine inspiratory CT,
+# Yamada Y et al., Respiration 2020;99(7):598 (PMC7490509), Table 3, supine column
+LOBE_PERCENT_RANGE: Final = {
+    "rul": (11.8, 22.7, 2.4),
+    "rml": (6.6, 13.8, 1.6),
+    "rll": (22.3, 34.0, 2.6),
+    "lul": (18.1, 26.6, 2.1),
+    "lll": (19.4, 28.7, 2.4),
+}
 FISSURE_WAVE: Final = 0.03  # amplitude (height fraction) of the fissures' smooth undulation
 # Fissures are visible only on thin-section grids: the visceral pleura (FISSURE_MM of soft
 # tissue) is averaged over the voxel's extent across it (a line of about -500..-650 HU at
@@ -288,8 +299,12 @@ def draw_anatomy(
     variation = rng.spawn(1)[0]
     carina_below_apex = variation.uniform(*CARINA_BELOW_APEX_MM) * s
     bronchus_dz = variation.uniform(*BRONCHUS_END_MM[0])
-    half_rise = 0.5 * variation.uniform(*OBLIQUE_RISE)  # per unit of normalised y
-    percent = {name: _drawn_lobe_percent(variation, name) for name in LOBES}
+    # the lobes from a child generator of their own, and the three draws the fissure heights took
+    # before issue 17 kept: every later draw, and so each phantom's lung shape, stays as it was
+    lobe_variation = variation.spawn(1)[0]
+    variation.random(3)
+    half_rise = 0.5 * lobe_variation.uniform(*OBLIQUE_RISE)  # per unit of normalised y
+    percent = {name: _drawn_lobe_percent(lobe_variation, name) for name in LOBES}
     right = percent["rul"] + percent["rml"] + percent["rll"]
     lower_share = {
         LUNG_RIGHT: percent["rll"] / right,
@@ -432,7 +447,7 @@ def draw_anatomy(
 
 def _drawn_lobe_percent(rng: np.random.Generator, name: str) -> float:
     """A lobe's percent of both lungs, uniform over its published (min, max) widened by one SD."""
-    _, sd, (low, high) = LOBE_VOLUME_PERCENT[name]
+    low, high, sd = LOBE_PERCENT_RANGE[name]
     return float(rng.uniform(low - sd, high + sd))
 
 
