@@ -199,9 +199,10 @@ def test_real_chest_png(lung_cfg, tmp_path):
 # the heart and hilum), the coarse (2.8 mm) dense phantoms lose consolidation lying bare
 # against their mediastinum: seed 8, once the phantoms' carina, bronchi and fissures vary
 # (issue 17), Dice 0.957, volume -5.9 %, lesion share 0.837 (before both changes: all goals
-# met; with the lobe shares below, 0.973, -4.0 %, 0.894); seed 3, once the phantoms' lobes take published volume shares (larger lower lobes, so
-# more of its lesion lies basal and medial), volume -4.1 %, lesion share 0.849 (before: 0.874,
-# within 3 %); at 300x512x512 see benchmarks/lung_validation.py.
+# met; with the lobe shares below, 0.973, -4.0 %, 0.894); seed 3, once the phantoms' lobes take
+# published volume shares (larger lower lobes, so more of its lesion lies basal and medial),
+# volume -4.1 %, lesion share 0.849 (before: 0.874, within 3 %); at 300x512x512 see
+# benchmarks/lung_validation.py.
 PHANTOM_CASES = [
     ((48, 128, 128), 1, 0.0, 0.15, 0.97, 0.03, 0.9),
     ((48, 128, 128), 6, 0.0, 0.15, 0.97, 0.03, 0.9),
