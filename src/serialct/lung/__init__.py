@@ -67,8 +67,8 @@ bronchi and fissures vary from patient to patient, Dice 0.970-0.997, volume -3.4
 (step 7 changes these by at most 0.0001 Dice and 0.05 volume points); with lung shapes,
 domes and heart varying too, Dice 0.967-0.998, volume -3.6..+0.8 %; with the lesions moved
 by lobes at published volume shares, Dice 0.958-0.998, volume -6.1..+0.2 %; 6-10 s and
-0.72-0.78 GB peak per scan on 2 cores (timed beside other work). The floor fill needs work-grid slices up to
-FLOOR_MAX_SLICE_MM thick (not the 6.7 mm demo phantoms).
+0.72-0.78 GB peak per scan on 2 cores (timed beside other work). The floor fill needs work-grid
+slices up to FLOOR_MAX_SLICE_MM thick (not the 6.7 mm demo phantoms).
 
 Limits: consolidation against the heart or the mediastinum without a ground-glass halo, or on
 the diaphragm under aerated lung (no dense lung just above it) or far from the lung's outer
