@@ -22,7 +22,9 @@ tumour from COVID-19 pneumonia is not built yet. The rest of A0001's lungs stays
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -40,6 +42,7 @@ from serialct.config import defaults
 from serialct.constants import LOBE_LABELS, LOBE_SIDE, LUNG_LEFT, LUNG_RIGHT
 from serialct.dicom.convert import convert_dicom_dir
 from serialct.lobes import LOWER_SHARE, MIDDLE_SHARE
+from serialct.orientation import to_work
 from serialct.shipped import DEFAULT_MODEL
 from serialct.steps import segment_lesions, segment_masks
 
@@ -58,6 +61,10 @@ LUNG_VOLUME_TOLERANCE = 0.03
 # the upper lobes' centres lie above the lower (and middle) lobes' by this much at least (a loose
 # bound: measured 55-111 mm on these series)
 LOBE_ORDER_MM = 30.0
+# the oblique fissure's back end lies at the T3-T4 spinous process (Gray's Anatomy; Moore,
+# Clinically Oriented Anatomy), from the carina's level (T4-T5) to about one vertebra above it;
+# a vertebral body and disc are about 25 mm in an adult thorax, so up to 30 mm is allowed
+CARINA_TO_FISSURE_MM = 30.0
 SERIES = sorted(p.parent for p in LUNG_PET_CT_DX.glob("*/*/*/1-01.dcm")) + [CIP]
 
 pytestmark = pytest.mark.integration
@@ -98,18 +105,33 @@ def test_default_model_is_silent_on_normal_lungs(series: Path, tmp_path: Path) -
 
 
 @pytest.mark.parametrize("series", SERIES, ids=lambda p: p.name.replace(" ", "")[:40])
-def test_lobes_on_real_chests(series: Path, tmp_path: Path) -> None:
+def test_lobes_on_real_chests(
+    series: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """On a real chest every lung voxel gets a lobe of its side, the lobes lie in anatomical
     order in physical (LPS) space (upper above lower by LOBE_ORDER_MM or more, lower behind
     upper, the middle lobe in front of the right lower lobe), and the lower and middle lobes take
     the published mean shares of their lung (LOWER_SHARE, MIDDLE_SHARE; within 0.03: a level
     plane takes whole slices). On these 4-8 mm series there is no fissure search, so the shares
     hold by construction (measured within 0.01): that part checks the placement on real lung
-    shapes, not the anatomy; there are no real lobe labels here."""
+    shapes, not the anatomy; there are no real lobe labels here. Where the lung step finds the
+    carina (Lung_Dx-A0001 only), a landmark the split does not use: each lower lobe's top (the
+    oblique fissure's back end) lies above it by at most CARINA_TO_FISSURE_MM, as textbook anatomy
+    has it (measured +15..+20 mm; the height-fraction planes used before: -10..0 mm, failing)."""
     table = convert_dicom_dir(series, tmp_path)
     ct = tmp_path / Path(table.loc[table["path"] != "", "path"].iloc[0]).name
     lung_path, lobes_path = tmp_path / "lung.nii.gz", tmp_path / "lobes.nii.gz"
+    caplog.set_level(logging.INFO, logger="serialct")
     segment_masks(ct, lung_path, lobes_path, defaults())
+    carina = re.search(r"carina at slice (\d+)", caplog.text)
+    if carina:  # (the slice of the lung step's work orientation)
+        work = to_work(sitk.ReadImage(str(lobes_path)))
+        carina_mm = work.TransformIndexToPhysicalPoint((0, 0, int(carina.group(1))))[2]
+        labels = sitk.GetArrayViewFromImage(work)
+        for name in ("rll", "lll"):
+            top = int(np.flatnonzero((labels == LOBE_LABELS[name]).any(axis=(1, 2))).max())
+            above = work.TransformIndexToPhysicalPoint((0, 0, top))[2] - carina_mm
+            assert 0 < above <= CARINA_TO_FISSURE_MM, (name, above)
     lobes_image = sitk.ReadImage(str(lobes_path))
     lobes = sitk.GetArrayFromImage(lobes_image)
     lung = sitk.GetArrayFromImage(sitk.ReadImage(str(lung_path)))

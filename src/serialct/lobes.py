@@ -23,7 +23,10 @@ lobes of 34-44 % of their lung on all five real chest series of ``../shared/data
 patients), against the published 49-50 %: on CIP and Lung_Dx-A0001, 1.8-2.8 SD below the
 published lower-lobe volumes. A patient's own lobes differ from the mean by about the
 published SD (1.6-2.6 % of both lungs), and more in disease. The levels depend on the lung
-mask being whole: a basal consolidation the mask misses moves the oblique plane up.
+mask being whole: a basal consolidation the mask misses moves the oblique plane up. A landmark
+the split does not use agrees: where the lung step finds the carina (Lung_Dx-A0001), the lower
+lobes' tops now lie 15-20 mm above it, where textbook anatomy puts the oblique fissure's back
+end (the carina's level to one vertebra above); the height fractions put them 0-10 mm below.
 
 Then the fissures themselves, when no voxel side exceeds FISSURE_MAX_VOXEL_MM (on thicker
 slices a fissure is not visible): within FISSURE_BAND of each plane, every z column's most
